@@ -1,0 +1,5 @@
+"""`python -m moenv` runs the CLI."""
+
+from moenv.cli.main import main
+
+main()

@@ -1,0 +1,193 @@
+"""The operations behind the CLI, as Python calls: load, plan, apply, status, history, destroy.
+
+Each one wires the layers together in the one-way flow: manifests → specs → (source catalog)
+desired → (live state) plan → apply. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from moenv.errors import ConflictError, ManifestError, MoenvError, Problem
+from moenv.executor.apply import ApplyResult, Clock, apply_plan, utc_now
+from moenv.executor.report import Reporter
+from moenv.live.catalog import read_catalogs, read_databases
+from moenv.live.connection import connect
+from moenv.live.ledger import read_events, read_ledger
+from moenv.manifest.config import find_config, load_config
+from moenv.manifest.loader import LoadedManifest, load_manifests
+from moenv.models.catalog import Catalog
+from moenv.models.config import Config
+from moenv.models.desired import Desired
+from moenv.models.ledger import Event, LedgerRecord
+from moenv.models.plan import Delete, Live, Plan, PlanOptions, ServerLive
+from moenv.planner import build_plan
+from moenv.planner.build import delete_steps
+from moenv.resolve import resolve_environment
+
+
+def current_config(path: Path | None = None) -> Config:
+    """moenv.yaml (explicit, or in the working directory) plus MOENV_URL."""
+    return load_config(find_config(path))
+
+
+def load(
+    paths: Sequence[Path], *, variables: Mapping[str, str] | None = None, now: datetime | None = None
+) -> list[LoadedManifest]:
+    """Render and validate manifests; ManifestError lists every problem with file:line."""
+    return load_manifests(paths, variables=variables, now=now)
+
+
+def read_source_catalogs(manifests: Sequence[LoadedManifest], config: Config) -> dict[tuple[str, str], Catalog]:
+    """One bulk read per source server, shared by every environment that reads it."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for manifest in manifests:
+        source = manifest.spec.spec.source
+        wanted[source.server].add(source.database)
+    catalogs: dict[tuple[str, str], Catalog] = {}
+    for server_name, databases in sorted(wanted.items()):
+        with connect(config.server(server_name), read_only=True) as conn:
+            for name, catalog in read_catalogs(conn, databases).items():
+                catalogs[(server_name, name)] = catalog
+    return catalogs
+
+
+def resolve(manifests: Sequence[LoadedManifest], config: Config) -> dict[str, Desired]:
+    """Every environment resolved against its source catalog; all problems reported together."""
+    for manifest in manifests:
+        config.server(manifest.spec.spec.source.server)
+        config.server(manifest.spec.spec.target_server)
+    catalogs = read_source_catalogs(manifests, config)
+    desired: dict[str, Desired] = {}
+    problems: list[Problem] = []
+    for manifest in manifests:
+        source = manifest.spec.spec.source
+        try:
+            desired[manifest.name] = resolve_environment(
+                manifest.spec, catalogs[(source.server, source.database)], problem=manifest.problem
+            )
+        except ManifestError as exc:
+            problems += exc.problems
+    if problems:
+        raise ManifestError(problems)
+    return desired
+
+
+def read_live(
+    config: Config, desired: Mapping[str, Desired], *, all_servers: bool = False, only: set[str] | None = None
+) -> Live:
+    """Ledgers, database lists and target catalogs: a fixed number of queries per target server."""
+    servers = {d.target.server for d in desired.values()}
+    if all_servers:
+        servers |= set(config.servers)
+    states: dict[str, ServerLive] = {}
+    for name in sorted(servers):
+        with connect(config.server(name), read_only=True) as conn:
+            ledger = read_ledger(conn, config.ledger_database)
+            databases = read_databases(conn)
+            targets = {d.target.database for d in desired.values() if d.target.server == name}
+            targets |= {r.target_database for r in ledger.records.values()}
+            catalogs = read_catalogs(conn, sorted(targets & databases))
+        states[name] = ServerLive(name, ledger, databases, catalogs)
+    return Live(states, config.ledger_database)
+
+
+def plan(
+    paths: Sequence[Path],
+    *,
+    config: Config,
+    options: PlanOptions | None = None,
+    variables: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> Plan:
+    """What `apply` would do for the manifests in `paths`."""
+    moment = now or datetime.now(UTC)
+    manifests = load(paths, variables=variables, now=moment)
+    return plan_manifests(manifests, config=config, options=options, now=moment)
+
+
+def plan_manifests(
+    manifests: Sequence[LoadedManifest],
+    *,
+    config: Config,
+    options: PlanOptions | None = None,
+    now: datetime | None = None,
+) -> Plan:
+    opts = options or PlanOptions()
+    desired = resolve(manifests, config)
+    live = read_live(config, desired, all_servers=opts.prune)
+    return build_plan(desired, live, now=now or datetime.now(UTC), options=opts)
+
+
+def apply(
+    plan_: Plan,
+    *,
+    config: Config,
+    reporter: Reporter | None = None,
+    clock: Clock = utc_now,
+    check_revisions: bool = True,
+) -> ApplyResult:
+    return apply_plan(plan_, config, reporter=reporter, clock=clock, check_revisions=check_revisions)
+
+
+@dataclass(frozen=True)
+class Status:
+    records: list[LedgerRecord] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+
+def status(config: Config) -> Status:
+    """Every environment in the ledgers of every configured server; unreachable servers are reported."""
+    records: list[LedgerRecord] = []
+    unreachable: dict[str, str] = {}
+    for name in sorted(config.servers):
+        try:
+            with connect(config.server(name), read_only=True) as conn:
+                records += read_ledger(conn, config.ledger_database).records.values()
+        except MoenvError as exc:
+            unreachable[name] = exc.message
+    return Status(sorted(records, key=lambda r: r.name), unreachable)
+
+
+def find_record(config: Config, environment: str) -> tuple[LedgerRecord, int]:
+    """The ledger record of `environment` and its server's ledger revision."""
+    for name in sorted(config.servers):
+        with connect(config.server(name), read_only=True) as conn:
+            ledger = read_ledger(conn, config.ledger_database)
+        if environment in ledger.records:
+            return ledger.records[environment], ledger.revision
+    raise ConflictError(f"no environment named {environment!r} in any ledger", hint="`moenv status` lists them")
+
+
+def destroy_plan(config: Config, environment: str, *, force: bool = False, now: datetime | None = None) -> Plan:
+    """A plan that deletes one environment (protect needs --force)."""
+    record, revision = find_record(config, environment)
+    if record.protect and not force:
+        raise ConflictError(f"{environment} is protected (protect: true)", hint="use --force to delete it anyway")
+    action = Delete(
+        environment=record.name,
+        target_server=record.target_server,
+        target_database=record.target_database,
+        ledger_stamp=record.updated_at.isoformat(),
+        staging_database=record.staging_database,
+        reasons=("requested by moenv destroy",),
+        steps=delete_steps(record),
+    )
+    return Plan(
+        created_at=now or datetime.now(UTC),
+        actions=(action,),
+        ledger_revisions={record.target_server: revision},
+        ledger_database=config.ledger_database,
+    )
+
+
+def history(config: Config, environment: str | None = None, limit: int = 50) -> list[Event]:
+    events: list[Event] = []
+    for name in sorted(config.servers):
+        with connect(config.server(name), read_only=True) as conn:
+            events += read_events(conn, config.ledger_database, environment, limit)
+    return sorted(events, key=lambda e: (e.at, e.id), reverse=True)[:limit]

@@ -1,0 +1,301 @@
+"""`moenv` commands: thin wrappers that load, read, build, render and pick exit codes.
+
+Exit codes: 0 success (or no changes), 1 error (usage errors included), 2 changes pending
+(`plan --detailed-exitcode` only).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+from pydantic import ValidationError
+
+from moenv import __version__, api
+from moenv.cli.output import (
+    TerminalReporter,
+    render_events,
+    render_status,
+    status_json,
+)
+from moenv.errors import ConflictError, ManifestError, MoenvError, Problem
+from moenv.manifest.loader import load_variables
+from moenv.manifest.schema_export import write_schema
+from moenv.models.config import Config
+from moenv.models.plan import Plan, PlanOptions
+from moenv.planner.render import render_json, render_text
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_ERROR = 1
+EXIT_PENDING = 2
+
+
+class State:
+    def __init__(self, config_path: Path | None, debug: bool) -> None:
+        self.config_path = config_path
+        self.debug = debug
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = api.current_config(self.config_path)
+        return self._config
+
+
+def manifest_options(func: F) -> F:
+    func = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))(func)
+    func = click.option(
+        "--var", "var_pairs", multiple=True, metavar="NAME=VALUE", help="Template variable (vars.NAME)."
+    )(func)
+    return click.option(
+        "--var-file",
+        "var_files",
+        multiple=True,
+        type=click.Path(path_type=Path, exists=True, dir_okay=False),
+        help="YAML file of template variables.",
+    )(func)
+
+
+def plan_options(func: F) -> F:
+    func = click.option("--prune", is_flag=True, help="Delete environments that are in no loaded manifest.")(func)
+    func = click.option("--force", is_flag=True, help="Allow rebuilding or deleting protected environments.")(func)
+    func = click.option(
+        "--adopt", is_flag=True, help="Take over existing target databases moenv does not own (replacing them)."
+    )(func)
+    return click.option("--max-deletes", type=click.IntRange(min=0), help="Refuse plans deleting more than N.")(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="moenv")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config file (default: ./moenv.yaml).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
+    """Database clone environments as code: plan and apply copies from YAML manifests."""
+    ctx.obj = State(config_path, debug)
+
+
+@cli.command()
+@manifest_options
+def validate(paths: tuple[Path, ...], var_pairs: tuple[str, ...], var_files: tuple[Path, ...]) -> None:
+    """Check manifests (no server needed)."""
+    manifests = api.load(paths, variables=load_variables(var_pairs, var_files))
+    for manifest in manifests:
+        click.echo(f"ok  {manifest.path}:{manifest.line}  {manifest.name}")
+    click.echo(f"{len(manifests)} environment(s) valid.")
+
+
+@cli.command()
+@manifest_options
+@click.option("--resolve/--no-resolve", default=True, help="Also resolve tables against the source catalog.")
+@click.pass_obj
+def render(
+    state: State, paths: tuple[Path, ...], var_pairs: tuple[str, ...], var_files: tuple[Path, ...], resolve: bool
+) -> None:
+    """Print rendered manifests and the tables each environment resolves to."""
+    manifests = api.load(paths, variables=load_variables(var_pairs, var_files))
+    documents = [m.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True) for m in manifests]
+    click.echo(yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True), nl=False)
+    if not resolve:
+        return
+    desired = api.resolve(manifests, state.config)
+    for name, want in desired.items():
+        click.echo(f"# {name}: {want.source} → {want.target}")
+        for table in want.tables:
+            columns = ", ".join(f"{c} = {s}" if s != f"`{c}`" else c for c, s in zip(table.columns, table.select))
+            where = f" WHERE {table.where}" if table.where else ""
+            click.echo(f"#   {table.target} ({table.method}): {columns}{where}")
+        for view in want.views:
+            click.echo(f"#   {view.name} (view)")
+
+
+@cli.command()
+@click.option("-o", "--output", "directory", type=click.Path(path_type=Path), default=Path("schemas"))
+def schema(directory: Path) -> None:
+    """Write the JSON Schema of the manifest format."""
+    click.echo(str(write_schema(directory)))
+
+
+def _plan(state: State, paths: tuple[Path, ...], variables: dict[str, str], options: PlanOptions) -> Plan:
+    return api.plan(paths, config=state.config, variables=variables, options=options)
+
+
+@cli.command()
+@manifest_options
+@plan_options
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path), help="Save the plan as JSON for `apply`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--steps", is_flag=True, help="Show every step of every action.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes pending, 1 on error.")
+@click.pass_obj
+def plan(
+    state: State,
+    paths: tuple[Path, ...],
+    var_pairs: tuple[str, ...],
+    var_files: tuple[Path, ...],
+    prune: bool,
+    force: bool,
+    adopt: bool,
+    max_deletes: int | None,
+    out: Path | None,
+    as_json: bool,
+    steps: bool,
+    detailed_exitcode: bool,
+) -> None:
+    """Show what `moenv apply` would do."""
+    options = PlanOptions(prune=prune, force=force, adopt=adopt, max_deletes=max_deletes)
+    result = _plan(state, paths, load_variables(var_pairs, var_files), options)
+    click.echo(render_json(result) if as_json else render_text(result, steps=steps))
+    if out is not None:
+        out.write_text(render_json(result) + "\n", encoding="utf-8")
+        click.echo(f"Saved the plan to {out}; apply it with `moenv apply {out}`.", err=True)
+    if detailed_exitcode and result.has_changes:
+        raise SystemExit(EXIT_PENDING)
+
+
+def _is_saved_plan(paths: Sequence[Path]) -> bool:
+    return len(paths) == 1 and paths[0].suffix == ".json"
+
+
+def _load_plan(path: Path) -> Plan:
+    try:
+        return Plan.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ManifestError(Problem(f"cannot read the saved plan: {exc}", path)) from exc
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise ManifestError(
+            Problem(f"not a moenv plan: {first['msg']} at {'.'.join(map(str, first['loc']))}", path)
+        ) from exc
+
+
+def _confirm(plan: Plan, yes: bool) -> None:
+    if not plan.destructive or yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConflictError(
+            "this plan replaces or deletes data and no terminal is attached to confirm it",
+            hint="review the plan, then pass --yes",
+        )
+    if not click.confirm("Apply this plan?", default=False):
+        raise click.Abort
+
+
+def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool) -> None:
+    if not plan.has_changes:
+        click.echo("Nothing to do.")
+        return
+    _confirm(plan, yes)
+    result = api.apply(plan, config=state.config, reporter=TerminalReporter(), check_revisions=check_revisions)
+    done = sum(1 for r in result.results if r.ok)
+    click.echo(f"Applied {done} of {len(result.results)} action(s).")
+    if not result.ok:
+        for failure in result.failed:
+            click.echo(f"error: {failure.op} {failure.environment}: {failure.error}", err=True)
+        raise SystemExit(EXIT_ERROR)
+
+
+@cli.command()
+@manifest_options
+@plan_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing or deleting data.")
+@click.pass_obj
+def apply(
+    state: State,
+    paths: tuple[Path, ...],
+    var_pairs: tuple[str, ...],
+    var_files: tuple[Path, ...],
+    prune: bool,
+    force: bool,
+    adopt: bool,
+    max_deletes: int | None,
+    yes: bool,
+) -> None:
+    """Make the servers match the manifests (or apply a saved plan.json exactly)."""
+    if _is_saved_plan(paths):
+        saved = _load_plan(paths[0])
+        click.echo(render_text(saved))
+        _run(state, saved, yes=yes, check_revisions=True)
+        return
+    options = PlanOptions(prune=prune, force=force, adopt=adopt, max_deletes=max_deletes)
+    result = _plan(state, paths, load_variables(var_pairs, var_files), options)
+    click.echo(render_text(result))
+    _run(state, result, yes=yes, check_revisions=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(state: State, as_json: bool) -> None:
+    """List the environments moenv manages, with their progress."""
+    result = api.status(state.config)
+    now = datetime.now(UTC)
+    click.echo(json.dumps(status_json(result), indent=2) if as_json else render_status(result, now))
+
+
+@cli.command()
+@click.argument("environment")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Delete even a protected environment.")
+@click.pass_obj
+def destroy(state: State, environment: str, yes: bool, force: bool) -> None:
+    """Delete one environment and its target database."""
+    plan_ = api.destroy_plan(state.config, environment, force=force)
+    click.echo(render_text(plan_))
+    _run(state, plan_, yes=yes, check_revisions=True)
+
+
+@cli.command()
+@click.argument("environment", required=False)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def history(state: State, environment: str | None, limit: int, as_json: bool) -> None:
+    """Show the event log (newest first)."""
+    events = api.history(state.config, environment, limit)
+    if as_json:
+        click.echo(json.dumps([e.model_dump(mode="json") for e in events], indent=2))
+    else:
+        click.echo(render_events(events))
+
+
+def _print_error(exc: MoenvError) -> None:
+    if isinstance(exc, ManifestError) and len(exc.problems) > 1:
+        click.echo(f"error: {len(exc.problems)} problems:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+    else:
+        click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `moenv` script; never shows a traceback unless --debug."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        code = cli.main(args=args, prog_name="moenv", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted: nothing was changed.", err=True)
+        code = EXIT_ERROR
+    except click.ClickException as exc:
+        exc.show()
+        code = EXIT_ERROR
+    except MoenvError as exc:
+        if debug:
+            traceback.print_exc()
+        _print_error(exc)
+        code = EXIT_ERROR
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

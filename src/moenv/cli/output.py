@@ -1,0 +1,108 @@
+"""Terminal output: the Reporter that prints progress, and status / history tables."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+
+from moenv.api import Status
+from moenv.models.ledger import Event
+from moenv.models.plan import Action, Step
+
+
+def _age(delta_seconds: float) -> str:
+    seconds = int(abs(delta_seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+class TerminalReporter:
+    """One line per finished step on stderr (quiet for bookkeeping steps)."""
+
+    def __init__(self) -> None:
+        self.stream = sys.stderr
+
+    def action_started(self, action: Action) -> None:
+        click.echo(f"{action.op} {action.environment} …", err=True)
+
+    def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
+        if step.kind == "copy_rows":
+            click.echo(f"  copied {step.table}: {rows or 0:,} rows in {seconds:.2f}s", err=True)
+        elif step.kind in {"swap", "drop_target"}:
+            click.echo(f"  {step.detail} ({seconds:.2f}s)", err=True)
+
+    def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
+        if error is None:
+            click.echo(f"{action.op} {action.environment}: done in {seconds:.1f}s", err=True)
+        else:
+            click.echo(f"{action.op} {action.environment}: FAILED after {seconds:.1f}s", err=True)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def render_status(status: Status, now: datetime) -> str:
+    rows = []
+    for r in status.records:
+        progress = r.status
+        if r.status == "building" and r.tables_total:
+            progress = f"building {100 * r.tables_done // r.tables_total}% ({r.tables_done}/{r.tables_total})"
+        expires = (
+            "-"
+            if r.expires_at is None
+            else ("expired" if r.expires_at <= now else "in " + _age((r.expires_at - now).total_seconds()))
+        )
+        rows.append(
+            [
+                r.name,
+                f"{r.target_server}:{r.target_database}",
+                f"{r.source_server}:{r.source_database}",
+                str(r.spec.get("spec", {}).get("data", "full")),
+                str(len(r.stats) or r.tables_total),
+                f"{r.rows_copied:,}",
+                _age((now - r.created_at).total_seconds()),
+                expires,
+                progress + (" (protected)" if r.protect else ""),
+            ]
+        )
+    text = _table(["NAME", "TARGET", "SOURCE", "DATA", "TABLES", "ROWS", "AGE", "EXPIRES", "STATUS"], rows)
+    if not status.records:
+        text = "No environments."
+    for server, message in status.unreachable.items():
+        text += f"\nwarning: server {server} unreachable: {message}"
+    return text
+
+
+def status_json(status: Status) -> dict[str, Any]:
+    return {
+        "environments": [r.model_dump(mode="json", exclude={"spec"}) for r in status.records],
+        "unreachable": status.unreachable,
+    }
+
+
+def render_events(events: list[Event]) -> str:
+    if not events:
+        return "No events."
+    rows = [
+        [
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            e.environment,
+            e.action,
+            e.result,
+            e.actor,
+            "" if e.rows is None else f"{e.rows:,}",
+            "" if e.duration_ms is None else f"{e.duration_ms / 1000:.1f}s",
+            (e.message or "")[:80],
+        ]
+        for e in events
+    ]
+    return _table(["WHEN (UTC)", "ENVIRONMENT", "ACTION", "RESULT", "WHO", "ROWS", "TOOK", "MESSAGE"], rows)

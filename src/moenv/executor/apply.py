@@ -1,0 +1,413 @@
+"""apply_plan(plan, config, reporter): runs each action's steps under its environment lock.
+
+One code path for every action: the steps the planner wrote are executed in order. A failure
+stops that environment (its staging is dropped, the ledger says `failed`), never the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from moenv.engines import mysql
+from moenv.errors import CloneError, ConflictError, MoenvError
+from moenv.executor.ledger import (
+    ensure_ledger,
+    event_values,
+    forget_record,
+    write_progress,
+    write_record,
+)
+from moenv.executor.locks import environment_lock
+from moenv.executor.report import Reporter, SilentReporter
+from moenv.live.catalog import read_catalogs, read_databases
+from moenv.live.connection import Connection, connect
+from moenv.live.ledger import read_ledger
+from moenv.models.config import Config
+from moenv.models.desired import Desired, TableCopy
+from moenv.models.ledger import LedgerRecord, TableStat, holding_database, staging_database
+from moenv.models.manifest import parse_duration
+from moenv.models.plan import Action, Create, Delete, Plan, Rebuild, Refresh, Step, Update
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ActionResult:
+    environment: str
+    op: str
+    ok: bool
+    error: str | None = None
+    rows: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class ApplyResult:
+    results: list[ActionResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def failed(self) -> list[ActionResult]:
+        return [r for r in self.results if not r.ok]
+
+
+def check_fresh(plan: Plan, config: Config) -> None:
+    """A saved plan is applied only while every target ledger is at the revision it was made against."""
+    for server_name, revision in plan.ledger_revisions.items():
+        with connect(config.server(server_name), read_only=True) as conn:
+            now = read_ledger(conn, plan.ledger_database).revision
+        if now != revision:
+            raise ConflictError(
+                f"stale plan: the ledger on server {server_name} is at revision {now}, the plan was made at {revision}",
+                hint="run `moenv plan` again and review the new plan",
+            )
+
+
+def apply_plan(
+    plan: Plan,
+    config: Config,
+    *,
+    reporter: Reporter | None = None,
+    clock: Clock = utc_now,
+    check_revisions: bool = True,
+) -> ApplyResult:
+    """Apply every action; a failing environment is reported and the others still run."""
+    out = reporter or SilentReporter()
+    if check_revisions:
+        check_fresh(plan, config)
+    result = ApplyResult()
+    for action in plan.actions:
+        started = time.monotonic()
+        out.action_started(action)
+        try:
+            rows = _apply_action(action, plan, config, out, clock)
+        except MoenvError as exc:
+            seconds = time.monotonic() - started
+            message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            out.action_finished(action, error=message, seconds=seconds)
+            result.results.append(ActionResult(action.environment, action.op, False, message, 0, seconds))
+            continue
+        seconds = time.monotonic() - started
+        out.action_finished(action, error=None, seconds=seconds)
+        result.results.append(ActionResult(action.environment, action.op, True, None, rows, seconds))
+    return result
+
+
+def _apply_action(action: Action, plan: Plan, config: Config, out: Reporter, clock: Clock) -> int:
+    server = config.server(action.target_server)
+    ledger = plan.ledger_database
+    with ExitStack() as stack:
+        lock_conn = stack.enter_context(connect(server))
+        conn = stack.enter_context(connect(server, counted=True))
+        ensure_ledger(conn, ledger)
+        stack.enter_context(environment_lock(lock_conn, action.environment, timeout=config.lock_timeout))
+        record = read_ledger(conn, ledger).records.get(action.environment)
+        stamp = record.updated_at.isoformat() if record is not None else None
+        if stamp != action.ledger_stamp:
+            raise ConflictError(
+                f"{action.environment} was changed by another moenv run after this plan was made; nothing done",
+                hint="run `moenv plan` again",
+            )
+        run = _Run(action, conn, ledger, config, out, clock, record)
+        return run.execute()
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows
+
+
+class _Run:
+    """The execution of one action's steps on its target server."""
+
+    def __init__(
+        self,
+        action: Action,
+        conn: Connection,
+        ledger: str,
+        config: Config,
+        out: Reporter,
+        clock: Clock,
+        record: LedgerRecord | None,
+    ) -> None:
+        self.action = action
+        self.conn = conn
+        self.ledger = ledger
+        self.config = config
+        self.out = out
+        self.clock = clock
+        self.record = record
+        self.staging = staging_database(action.environment)
+        self.holding = holding_database(action.environment)
+        self.stats: list[TableStat] = []
+        self.rows = 0
+        self.tables_done = 0
+        self.started_at = clock()
+        self.last_progress = time.monotonic()
+        self.session_ready = False
+
+    @property
+    def desired(self) -> Desired:
+        assert isinstance(self.action, Create | Rebuild | Refresh | Update)
+        return self.action.desired
+
+    def execute(self) -> int:
+        handlers: dict[str, Callable[[Step], int | None]] = {
+            "ledger_begin": self.ledger_begin,
+            "prepare_staging": self.prepare_staging,
+            "create_table": self.create_table,
+            "copy_rows": self.copy_rows,
+            "swap": self.swap,
+            "create_view": self.create_view,
+            "drop_leftovers": self.drop_leftovers,
+            "drop_old_target": self.drop_old_target,
+            "ledger_commit": self.ledger_commit,
+            "ledger_update": self.ledger_update,
+            "drop_target": self.drop_target,
+            "ledger_forget": self.ledger_forget,
+        }
+        began = False
+        try:
+            for step in self.action.steps:
+                started = time.monotonic()
+                rows = handlers[step.kind](step)
+                began = began or step.kind == "ledger_begin"
+                self.out.step_finished(self.action, step, rows=rows, seconds=time.monotonic() - started)
+        except MoenvError as exc:
+            if began:
+                self._fail(exc)
+            raise CloneError(
+                f"{self.action.op} {self.action.environment} failed: {exc.message}",
+                environment=self.action.environment,
+                hint=exc.hint,
+            ) from exc
+        return self.rows
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _record(self, status: str, **changes: object) -> LedgerRecord:
+        now = self.clock()
+        if isinstance(self.action, Delete):
+            assert self.record is not None
+            return self.record.model_copy(update={"status": status, "updated_at": now, **changes})
+        want = self.desired
+        spec = want.manifest
+        ttl = spec.spec.ttl
+        created = self.record.created_at if self.record is not None else now
+        base = LedgerRecord(
+            name=want.environment,
+            target_server=want.target.server,
+            target_database=want.target.database,
+            source_server=want.source.server,
+            source_database=want.source.database,
+            status="building",
+            spec_hash=self.record.spec_hash if self.record is not None else "",
+            spec=self.record.spec if self.record is not None else {},
+            source_fingerprint=self.record.source_fingerprint if self.record is not None else "",
+            target_fingerprint=self.record.target_fingerprint if self.record is not None else "",
+            staging_database=self.staging,
+            created_at=created,
+            updated_at=now,
+            refreshed_at=self.record.refreshed_at if self.record is not None else None,
+            expires_at=created + parse_duration(ttl) if ttl else None,
+            protect=spec.spec.protect,
+            tables_total=len(want.tables),
+            tables_done=0,
+            rows_copied=0,
+            stats=self.record.stats if self.record is not None else (),
+        )
+        return base.model_copy(update={"status": status, **changes})
+
+    def _event(self, result: str, message: str | None = None, rows: int | None = None) -> tuple[object, ...]:
+        duration = int((self.clock() - self.started_at) / timedelta(milliseconds=1))
+        return event_values(
+            self.clock(),
+            self.action.environment,
+            self.action.op,
+            result,
+            rows=rows,
+            duration_ms=duration if result != "started" else None,
+            message=message,
+        )
+
+    def ledger_begin(self, step: Step) -> None:
+        record = self._record("deleting" if isinstance(self.action, Delete) else "building")
+        write_record(self.conn, self.ledger, record, self._event("started", "; ".join(self.action.reasons)[:1000]))
+        self.record = record
+
+    def ledger_commit(self, step: Step) -> None:
+        want = self.desired
+        catalog = read_catalogs(self.conn, [want.target.database])[want.target.database]
+        now = self.clock()
+        record = self._record(
+            "ready",
+            spec_hash=want.spec_hash,
+            spec=want.manifest.model_dump(mode="json", by_alias=True),
+            source_fingerprint=want.source_fingerprint,
+            target_fingerprint=catalog.fingerprint(),
+            staging_database=None,
+            refreshed_at=now,
+            tables_done=self.tables_done,
+            rows_copied=self.rows,
+            stats=tuple(self.stats),
+            message=None,
+        )
+        write_record(self.conn, self.ledger, record, self._event("succeeded", rows=self.rows))
+        self.record = record
+
+    def ledger_update(self, step: Step) -> None:
+        assert self.record is not None
+        want = self.desired
+        ttl = want.manifest.spec.ttl
+        record = self.record.model_copy(
+            update={
+                "spec": want.manifest.model_dump(mode="json", by_alias=True),
+                "protect": want.manifest.spec.protect,
+                "expires_at": self.record.created_at + parse_duration(ttl) if ttl else None,
+                "updated_at": self.clock(),
+            }
+        )
+        write_record(self.conn, self.ledger, record, self._event("succeeded", "; ".join(self.action.reasons)[:1000]))
+
+    def ledger_forget(self, step: Step) -> None:
+        forget_record(self.conn, self.ledger, self.action.environment, self._event("succeeded"))
+
+    def _fail(self, exc: MoenvError) -> None:
+        """Leave nothing half-built visible and say so in the ledger; never raises over `exc`."""
+        try:
+            self.conn.execute(mysql.drop_database(self.staging))
+            self.conn.execute(mysql.drop_database(self.holding))
+            if self.record is not None:
+                failed = self.record.model_copy(
+                    update={"status": "failed", "updated_at": self.clock(), "message": exc.message[:2000]}
+                )
+                write_record(self.conn, self.ledger, failed, self._event("failed", exc.message[:2000]))
+        except MoenvError:
+            pass  # the server is gone: the ledger still says building, and the next apply cleans up
+
+    # -- building ----------------------------------------------------------------------------
+
+    def prepare_staging(self, step: Step) -> None:
+        # The staging name is reserved for moenv and recorded in the ledger before this runs.
+        self.conn.execute(mysql.drop_database(self.staging))
+        self.conn.execute(mysql.drop_database(self.holding))
+        charset = self.conn.query(mysql.database_charset(), (self.desired.source.database,))
+        cs, coll = (str(charset[0][0]), str(charset[0][1])) if charset else (None, None)
+        self.conn.execute(mysql.create_database(self.staging, cs, coll))
+
+    def _renames(self) -> dict[str, str]:
+        return {t.source: t.target for t in self.desired.tables}
+
+    def create_table(self, step: Step) -> None:
+        copy = self._copy(step)
+        want = self.desired
+        rows = self.conn.query(mysql.show_create_table(want.source.database, copy.source))
+        try:
+            ddl = mysql.adapt_create_table(
+                str(rows[0][1]),
+                copy,
+                database=self.staging,
+                renames=self._renames(),
+                indexes=want.indexes,
+                constraints=want.constraints,
+                keep_auto_increment=copy.with_data,
+            )
+        except ValueError as exc:
+            raise CloneError(str(exc), environment=want.environment, table=copy.source) from exc
+        self._copy_session()  # foreign_key_checks off: FK cycles and any creation order work
+        self.conn.execute(ddl, doing=f"creating table {copy.target}")
+
+    def _copy_session(self) -> None:
+        if not self.session_ready:
+            for statement in mysql.COPY_SESSION:
+                self.conn.execute(statement)
+            self.session_ready = True
+
+    def copy_rows(self, step: Step) -> int:
+        copy = self._copy(step)
+        self._copy_session()
+        started = time.monotonic()
+        statement = mysql.insert_select(copy, source_database=self.desired.source.database, into_database=self.staging)
+        self.conn.execute("START TRANSACTION")
+        try:
+            rows = self.conn.execute(statement, doing=f"copying {copy.source}")
+            self.conn.execute("COMMIT")
+        except MoenvError:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.rows += rows
+        self.tables_done += 1
+        self.stats.append(
+            TableStat(table=copy.target, rows=rows, method=copy.method, seconds=time.monotonic() - started)
+        )
+        if time.monotonic() - self.last_progress > 2:
+            write_progress(self.conn, self.ledger, self.action.environment, self.tables_done, self.rows, self.clock())
+            self.last_progress = time.monotonic()
+        return rows
+
+    def _copy(self, step: Step) -> TableCopy:
+        for copy in self.desired.tables:
+            if copy.target == step.table:
+                return copy
+        raise CloneError(f"the plan names table {step.table}, which its environment does not copy")
+
+    def swap(self, step: Step) -> None:
+        want = self.desired
+        target = want.target.database
+        new_tables = [t.target for t in want.tables]
+        for copy in want.tables:
+            if not copy.with_data:
+                self.stats.append(TableStat(table=copy.target, rows=0, method=copy.method))
+                self.tables_done += 1
+        existing = read_databases(self.conn)
+        if target not in existing:
+            charset = self.conn.query(mysql.database_charset(), (self.staging,))
+            cs, coll = (str(charset[0][0]), str(charset[0][1])) if charset else (None, None)
+            self.conn.execute(mysql.create_database(target, cs, coll))
+            if new_tables:
+                self.conn.execute(mysql.rename_into(new_tables, staging=self.staging, target=target))
+            return
+        present = self.conn.query(mysql.list_tables(), (target,))
+        old_tables = sorted(str(name) for name, kind in present if kind != "VIEW")
+        old_views = sorted(str(name) for name, kind in present if kind == "VIEW")
+        self.conn.execute(mysql.create_database(self.holding))
+        if old_tables or new_tables:
+            self.conn.execute(
+                mysql.swap_tables(new_tables, old_tables, staging=self.staging, target=target, holding=self.holding)
+            )
+        wanted_views = {v.name for v in want.views}
+        for view in old_views:
+            if view not in wanted_views:
+                self.conn.execute(mysql.drop_view(target, view))
+
+    def create_view(self, step: Step) -> None:
+        want = self.desired
+        for view in want.views:
+            if view.name == step.table:
+                self.conn.execute(
+                    mysql.create_view(
+                        view, source_database=want.source.database, target=want.target.database, renames=self._renames()
+                    ),
+                    doing=f"creating view {view.name}",
+                )
+                return
+        raise CloneError(f"the plan names view {step.table}, which its environment does not have")
+
+    def drop_leftovers(self, step: Step) -> None:
+        self.conn.execute(mysql.drop_database(self.staging))
+        self.conn.execute(mysql.drop_database(self.holding))
+
+    def drop_old_target(self, step: Step) -> None:
+        assert isinstance(self.action, Rebuild) and self.action.old_database
+        self.conn.execute(mysql.drop_database(self.action.old_database))
+
+    def drop_target(self, step: Step) -> None:
+        assert self.record is not None
+        self.conn.execute(mysql.drop_database(self.record.target_database))

@@ -1,0 +1,45 @@
+"""The Reporter protocol: how the executor tells its caller what happens (the CLI draws it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from moenv.models.plan import Action, Step
+
+
+class Reporter(Protocol):
+    def action_started(self, action: Action) -> None: ...
+
+    def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None: ...
+
+    def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None: ...
+
+
+class SilentReporter:
+    """Reports nothing."""
+
+    def action_started(self, action: Action) -> None:
+        pass
+
+    def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
+        pass
+
+    def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
+        pass
+
+
+@dataclass
+class RecordingReporter:
+    """Keeps every report, for tests and for the Python API's results."""
+
+    events: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def action_started(self, action: Action) -> None:
+        self.events.append(("started", action.environment, action.op))
+
+    def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
+        self.events.append(("step", action.environment, f"{step.kind}:{step.table or ''}:{rows}"))
+
+    def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
+        self.events.append(("finished", action.environment, error))

@@ -1,0 +1,49 @@
+"""Which accepted manifest fields this version cannot honour yet; pure.
+
+The format is the whole of SPEC §2, but a field that is accepted and then silently ignored
+can leak data (an ignored `mask`) or mislead (an ignored `ttl`). Every such field is refused
+here, at validate/plan time, until its implementation lands; remove its entry then.
+"""
+
+from __future__ import annotations
+
+from moenv.models.manifest import EnvironmentSpec
+
+Loc = tuple[str | int, ...]
+
+
+def unsupported_fields(spec: EnvironmentSpec) -> list[tuple[Loc, str]]:
+    """(field path, message) for every field set to something this version cannot do yet."""
+    body = spec.spec
+    found: list[tuple[Loc, str]] = []
+
+    def refuse(loc: Loc, what: str) -> None:
+        found.append((("spec", *loc), f"{what} is not supported yet by this version of moenv"))
+
+    if body.source.snapshot is not None:
+        refuse(("source", "snapshot"), "cloning from a named snapshot (MatrixOne)")
+    if body.target.server is not None and body.target.server != body.source.server:
+        refuse(("target", "server"), "a target on another server than the source (cross-server copy)")
+    if body.tables.related is not None:
+        refuse(("tables", "related"), "the foreign-key closure (tables.related)")
+    if body.relations:
+        refuse(("relations",), "virtual foreign keys (relations)")
+    for table, rule in body.rules.items():
+        for name in ("where", "columns", "exclude_columns", "rename", "watermark"):
+            if getattr(rule, name) is not None:
+                refuse(("rules", table, name), f"rules.{table}.{name}")
+        if rule.mask:
+            refuse(("rules", table, "mask"), f"rules.{table}.mask (column masking)")
+    if body.grants:
+        refuse(("grants",), "copying grants")
+    if body.ttl is not None:
+        refuse(("ttl",), "expiry (ttl)")
+    if body.refresh is not None:
+        refuse(("refresh",), "scheduled refresh")
+    if body.consistency != "table":
+        refuse(("consistency",), "consistency: snapshot")
+    if body.verify.content:
+        refuse(("verify", "content"), "content verification")
+    if body.budget.max_rows is not None:
+        refuse(("budget", "max_rows"), "row budgets")
+    return found

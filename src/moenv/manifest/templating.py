@@ -1,0 +1,60 @@
+"""Jinja2 rendering of manifest files (sandboxed, StrictUndefined); the only module importing jinja2."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+import jinja2
+import jinja2.exceptions
+import jinja2.sandbox
+
+from moenv.errors import ManifestError, Problem
+
+
+def _environment(name: str, source: str) -> jinja2.sandbox.SandboxedEnvironment:
+    return jinja2.sandbox.SandboxedEnvironment(
+        loader=jinja2.DictLoader({name: source}),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+
+
+def _template_line(exc: BaseException, name: str) -> int | None:
+    """Jinja rewrites tracebacks so template frames carry the template's own line numbers."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == name:
+            line = frame.lineno
+    return line
+
+
+def render_template(
+    path: Path, source: str, *, env: Mapping[str, str], variables: Mapping[str, str], now: datetime
+) -> str:
+    """Render one manifest file; every template problem becomes a ManifestError with file:line."""
+    name = str(path)
+    if "{{" not in source and "{%" not in source and "{#" not in source:
+        return source
+    try:
+        template = _environment(name, source).get_template(name)
+        return template.render(env=dict(env), vars=dict(variables), now=now)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ManifestError(Problem(f"template syntax: {exc.message}", path, exc.lineno, None)) from exc
+    except jinja2.UndefinedError as exc:
+        hint = "pass it with --var NAME=VALUE or --var-file" if "vars" in str(exc.message) else None
+        raise ManifestError(
+            Problem(f"template: {exc.message}", path, _template_line(exc, name), None), hint=hint
+        ) from exc
+    except jinja2.exceptions.SecurityError as exc:
+        raise ManifestError(Problem(f"template: not allowed: {exc}", path, _template_line(exc, name), None)) from exc
+    except jinja2.TemplateError as exc:
+        raise ManifestError(Problem(f"template: {exc.message or exc}", path, _template_line(exc, name), None)) from exc
+    except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError, IndexError) as exc:
+        # A template may compute (`{{ 1 / 0 }}`, `{{ x | int }}`); its failures are the manifest's.
+        raise ManifestError(
+            Problem(f"template: {type(exc).__name__}: {exc}", path, _template_line(exc, name), None)
+        ) from exc

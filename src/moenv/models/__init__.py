@@ -1,0 +1,1 @@
+"""Values only: manifests, catalogs, desired environments, ledger rows and plans."""

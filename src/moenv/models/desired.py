@@ -1,0 +1,74 @@
+"""An environment resolved against its source catalog: exact tables, order, columns, copy methods; pure."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from moenv.models.manifest import EnvironmentSpec
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Endpoint(_Value):
+    """A database on a named server."""
+
+    server: str
+    database: str
+
+    def __str__(self) -> str:
+        return f"{self.server}:{self.database}"
+
+
+class TableCopy(_Value):
+    """How one source table becomes one target table."""
+
+    source: str
+    target: str
+    columns: tuple[str, ...]
+    """Target columns filled by the copy (generated columns are left to the server)."""
+    select: tuple[str, ...]
+    """SQL expression over the source row for each column, in the same order."""
+    where: str | None = None
+    with_data: bool = True
+    method: Literal["insert_select", "schema_only"] = "insert_select"
+    parents: tuple[str, ...] = ()
+    """Source names of the tables this one references (they are copied first)."""
+    dropped_foreign_keys: tuple[str, ...] = ()
+    """Foreign keys of the source not created in the target (their reason is in `notes`)."""
+    notes: tuple[str, ...] = ()
+    estimated_rows: int | None = None
+
+
+class ViewCopy(_Value):
+    """A view recreated in the target over the copied tables."""
+
+    name: str
+    definition: str
+    """The SELECT as the source server stores it (qualified with the source database)."""
+    security: str = "DEFINER"
+
+
+class Desired(_Value):
+    """What the target should hold, fully resolved; the planner compares it with the ledger."""
+
+    environment: str
+    manifest: EnvironmentSpec
+    spec_hash: str
+    source: Endpoint
+    target: Endpoint
+    tables: tuple[TableCopy, ...]
+    """Parents before children."""
+    views: tuple[ViewCopy, ...] = ()
+    skipped_views: tuple[tuple[str, str], ...] = ()
+    """(view, reason) for views that cannot be recreated."""
+    source_fingerprint: str
+    indexes: bool = True
+    constraints: bool = True
+
+    @property
+    def table_names(self) -> tuple[str, ...]:
+        return tuple(t.target for t in self.tables) + tuple(v.name for v in self.views)

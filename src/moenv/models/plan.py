@@ -1,0 +1,162 @@
+"""Actions (create, rebuild, refresh, update, delete) with their reasons and steps; the Plan; pure values.
+
+A plan round-trips through JSON (`plan -o plan.json`, `apply plan.json`), so every action carries
+all the executor needs, and the ledger revisions it was made against (stale-plan check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from moenv.models.catalog import Catalog
+from moenv.models.desired import Desired
+from moenv.models.ledger import LedgerRecord, LedgerState
+
+StepKind = Literal[
+    "ledger_begin",
+    "prepare_staging",
+    "create_table",
+    "copy_rows",
+    "swap",
+    "create_view",
+    "drop_leftovers",
+    "drop_old_target",
+    "ledger_commit",
+    "ledger_update",
+    "drop_target",
+    "ledger_forget",
+]
+
+
+class Step(BaseModel):
+    """One unit of work of an action; bookkeeping (ledger writes) is a step like any other."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: StepKind
+    table: str | None = None
+    detail: str = ""
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    destructive: ClassVar[bool] = False
+
+    environment: str
+    reasons: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
+    target_server: str
+    target_database: str
+    ledger_stamp: str | None = None
+    """updated_at of the ledger record the plan saw (None: no record); the executor re-checks it under the lock."""
+
+
+class Create(_Action):
+    op: Literal["create"] = "create"
+    desired: Desired
+
+
+class Rebuild(_Action):
+    op: Literal["rebuild"] = "rebuild"
+    destructive: ClassVar[bool] = True
+    desired: Desired
+    old_database: str | None = None
+    """The database currently holding the environment, when it differs from the desired target."""
+    adopt: bool = False
+
+
+class Refresh(_Action):
+    op: Literal["refresh"] = "refresh"
+    destructive: ClassVar[bool] = True
+    desired: Desired
+
+
+class Update(_Action):
+    """Only bookkeeping changed (labels, description, protect, ttl): the ledger is updated, no data moves."""
+
+    op: Literal["update"] = "update"
+    desired: Desired
+
+
+class Delete(_Action):
+    op: Literal["delete"] = "delete"
+    destructive: ClassVar[bool] = True
+    staging_database: str | None = None
+
+
+Action = Annotated[Create | Rebuild | Refresh | Update | Delete, Field(discriminator="op")]
+
+
+class Blocked(BaseModel):
+    """An action the plan would take but a safety rule forbids (protect without --force, ...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    environment: str
+    op: str
+    reasons: tuple[str, ...]
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["moenv-plan/v1"] = "moenv-plan/v1"
+    created_at: datetime
+    actions: tuple[Action, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    blocked: tuple[Blocked, ...] = ()
+    ledger_revisions: dict[str, int] = Field(default_factory=dict)
+    """Revision of each target server's ledger when the plan was made."""
+    ledger_database: str = "moenv"
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.actions)
+
+    @property
+    def destructive(self) -> bool:
+        return any(a.destructive for a in self.actions)
+
+
+@dataclass(frozen=True)
+class ServerLive:
+    """One target server as read for planning."""
+
+    server: str
+    ledger: LedgerState
+    databases: frozenset[str] = frozenset()
+    catalogs: dict[str, Catalog] = field(default_factory=dict)
+    """Catalogs of the target databases the ledger or the manifests name."""
+
+
+@dataclass(frozen=True)
+class Live:
+    """Everything the planner knows about the servers: ledgers, databases, target catalogs."""
+
+    servers: dict[str, ServerLive] = field(default_factory=dict)
+    ledger_database: str = "moenv"
+
+    def record(self, name: str) -> LedgerRecord | None:
+        for server in self.servers.values():
+            if name in server.ledger.records:
+                return server.ledger.records[name]
+        return None
+
+    def records(self) -> list[LedgerRecord]:
+        return [r for s in self.servers.values() for r in s.ledger.records.values()]
+
+    @property
+    def revisions(self) -> dict[str, int]:
+        return {name: s.ledger.revision for name, s in sorted(self.servers.items())}
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    prune: bool = False
+    force: bool = False
+    adopt: bool = False
+    max_deletes: int | None = None

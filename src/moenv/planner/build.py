@@ -1,0 +1,207 @@
+"""build_plan(desired, live, now, options) → Plan; pure (no I/O, no clock read inside)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from moenv.models.desired import Desired
+from moenv.models.ledger import LedgerRecord, staging_database
+from moenv.models.manifest import CONTENT_FIELDS
+from moenv.models.plan import (
+    Action,
+    Blocked,
+    Create,
+    Delete,
+    Live,
+    Plan,
+    PlanOptions,
+    Rebuild,
+    ServerLive,
+    Step,
+    Update,
+)
+from moenv.planner.diff import diff_specs
+from moenv.planner.policy import (
+    check_deletes,
+    check_prune,
+    check_target_is_free,
+    check_target_is_not_a_source,
+    protected,
+)
+
+
+def _stamp(record: LedgerRecord | None) -> str | None:
+    return record.updated_at.isoformat() if record is not None else None
+
+
+def build_steps(desired: Desired, *, rebuild: bool, old_database: str | None = None) -> tuple[Step, ...]:
+    """The steps of a create or rebuild: build in staging, swap in atomically, record it."""
+    staging = staging_database(desired.environment)
+    steps = [
+        Step(kind="ledger_begin", detail=f"mark {desired.environment} building (staging {staging})"),
+        Step(kind="prepare_staging", detail=f"create staging database {staging}"),
+    ]
+    for table in desired.tables:
+        steps.append(Step(kind="create_table", table=table.target, detail=f"from SHOW CREATE TABLE {table.source}"))
+        if table.with_data:
+            steps.append(Step(kind="copy_rows", table=table.target, detail=f"INSERT … SELECT from {table.source}"))
+    how = "swap old and new tables in one RENAME TABLE" if rebuild else "move tables in with one RENAME TABLE"
+    steps.append(Step(kind="swap", detail=f"{how} into {desired.target.database}"))
+    steps += [Step(kind="create_view", table=v.name, detail="recreate view over the copy") for v in desired.views]
+    steps.append(Step(kind="drop_leftovers", detail="drop the staging (and old tables') databases"))
+    if old_database and old_database != desired.target.database:
+        steps.append(Step(kind="drop_old_target", detail=f"drop the previous target database {old_database}"))
+    steps.append(Step(kind="ledger_commit", detail=f"mark {desired.environment} ready"))
+    return tuple(steps)
+
+
+def delete_steps(record: LedgerRecord) -> tuple[Step, ...]:
+    return (
+        Step(kind="ledger_begin", detail=f"mark {record.name} deleting"),
+        Step(kind="drop_target", detail=f"DROP DATABASE {record.target_database}"),
+        Step(kind="drop_leftovers", detail="drop staging leftovers, if any"),
+        Step(kind="ledger_forget", detail=f"remove {record.name} from the ledger"),
+    )
+
+
+def rebuild_reasons(want: Desired, record: LedgerRecord, server: ServerLive | None) -> list[str]:
+    """Why the environment must be rebuilt; empty when it is converged."""
+    reasons: list[str] = []
+    if record.status != "ready":
+        reasons.append(f"the last apply did not finish (status {record.status})")
+    if record.spec_hash != want.spec_hash:
+        old = {k: v for k, v in (record.spec.get("spec") or {}).items() if k in CONTENT_FIELDS}
+        changes = diff_specs(old, want.manifest.content())
+        reasons += changes or ["the spec changed"]
+    if record.source_fingerprint and record.source_fingerprint != want.source_fingerprint:
+        reasons.append(f"the source schema of {want.source} changed since the last copy")
+    if record.status == "ready" and server is not None:
+        reasons += target_drift(want, record, server)
+    return reasons
+
+
+def target_drift(want: Desired, record: LedgerRecord, server: ServerLive) -> list[str]:
+    database = record.target_database
+    if database not in server.databases:
+        return [f"the target database {database} is missing"]
+    catalog = server.catalogs.get(database)
+    if catalog is None:
+        return []
+    expected = set(want.table_names)
+    present = set(catalog.tables)
+    reasons = [f"table {name} was dropped from the target" for name in sorted(expected - present)]
+    reasons += [f"table {name} was added to the target by hand" for name in sorted(present - expected)]
+    if not reasons and record.target_fingerprint and catalog.fingerprint() != record.target_fingerprint:
+        reasons.append("a table of the target was altered by hand")
+    return reasons
+
+
+def _bookkeeping_changes(want: Desired, record: LedgerRecord) -> list[str]:
+    old = dict(record.spec)
+    new = want.manifest.model_dump(mode="json", by_alias=True)
+    old_rest = {
+        "metadata": old.get("metadata", {}),
+        **{k: v for k, v in (old.get("spec") or {}).items() if k not in CONTENT_FIELDS},
+    }
+    new_rest = {"metadata": new["metadata"], **{k: v for k, v in new["spec"].items() if k not in CONTENT_FIELDS}}
+    return diff_specs(old_rest, new_rest) if old_rest != new_rest else []
+
+
+def build_plan(
+    desired: Mapping[str, Desired],
+    live: Live,
+    *,
+    now: datetime,
+    options: PlanOptions,
+) -> Plan:
+    """The actions that make `live` match `desired`, each with its reasons; safety rules enforced here."""
+    check_prune(desired, options)
+    actions: list[Action] = []
+    unchanged: list[str] = []
+    blocked: list[Blocked] = []
+    for name, want in sorted(desired.items()):
+        check_target_is_not_a_source(want, desired, live)
+        record = live.record(name)
+        server = live.servers.get(want.target.server)
+        common = {
+            "environment": name,
+            "target_server": want.target.server,
+            "target_database": want.target.database,
+            "ledger_stamp": _stamp(record),
+        }
+        if record is None:
+            if check_target_is_free(want, live, adopt=options.adopt):
+                actions.append(
+                    Rebuild(
+                        **common,
+                        desired=want,
+                        adopt=True,
+                        reasons=(f"adopting the existing database {want.target.database} (--adopt)",),
+                        steps=build_steps(want, rebuild=True),
+                    )
+                )
+            else:
+                actions.append(
+                    Create(**common, desired=want, reasons=("not created yet",), steps=build_steps(want, rebuild=False))
+                )
+            continue
+        old_database = record.target_database if record.target_database != want.target.database else None
+        if old_database is not None:
+            check_target_is_free(want, live, adopt=False)
+        if reasons := rebuild_reasons(want, record, server):
+            if protected(want, record) and not options.force:
+                blocked.append(
+                    Blocked(environment=name, op="rebuild", reasons=(*reasons, "protect: true (use --force)"))
+                )
+                continue
+            actions.append(
+                Rebuild(
+                    **common,
+                    desired=want,
+                    old_database=old_database,
+                    reasons=tuple(reasons),
+                    steps=build_steps(want, rebuild=True, old_database=old_database),
+                )
+            )
+        elif changes := _bookkeeping_changes(want, record):
+            actions.append(
+                Update(
+                    **common,
+                    desired=want,
+                    reasons=tuple(changes),
+                    steps=(Step(kind="ledger_update", detail="update labels, description and lifecycle fields"),),
+                )
+            )
+        else:
+            unchanged.append(name)
+    if options.prune:
+        for record in sorted(live.records(), key=lambda r: r.name):
+            if record.name in desired:
+                continue
+            why = (f"{record.name} is in the ledger but in no loaded manifest (--prune)",)
+            if record.protect and not options.force:
+                blocked.append(
+                    Blocked(environment=record.name, op="delete", reasons=(*why, "protect: true (use --force)"))
+                )
+                continue
+            actions.append(
+                Delete(
+                    environment=record.name,
+                    target_server=record.target_server,
+                    target_database=record.target_database,
+                    ledger_stamp=_stamp(record),
+                    staging_database=record.staging_database,
+                    reasons=why,
+                    steps=delete_steps(record),
+                )
+            )
+    check_deletes(actions, options)
+    return Plan(
+        created_at=now,
+        actions=tuple(actions),
+        unchanged=tuple(unchanged),
+        blocked=tuple(blocked),
+        ledger_revisions=live.revisions,
+        ledger_database=live.ledger_database,
+    )
