@@ -110,7 +110,9 @@ def render(
     for name, want in desired.items():
         click.echo(f"# {name}: {want.source} → {want.target}")
         for table in want.tables:
-            columns = ", ".join(f"{c} = {s}" if s != f"`{c}`" else c for c, s in zip(table.columns, table.select))
+            columns = ", ".join(
+                f"{c} = {s}" if s != f"`{c}`" else c for c, s in zip(table.columns, table.select, strict=True)
+            )
             where = f" WHERE {table.where}" if table.where else ""
             click.echo(f"#   {table.target} ({table.method}): {columns}{where}")
         for view in want.views:

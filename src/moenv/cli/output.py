@@ -53,7 +53,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 def render_status(status: Status, now: datetime) -> str:
     rows = []
     for r in status.records:
-        progress = r.status
+        progress: str = r.status
         if r.status == "building" and r.tables_total:
             progress = f"building {100 * r.tables_done // r.tables_total}% ({r.tables_done}/{r.tables_total})"
         expires = (

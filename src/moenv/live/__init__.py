@@ -1,0 +1,1 @@
+"""Reads servers: the PyMySQL seam, bulk catalog reads, ledger reads."""
