@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from moenv.errors import ConflictError, ManifestError, MoenvError, Problem
+from moenv.errors import ConfigError, ConflictError, ManifestError, MoenvError, Problem
 from moenv.executor.apply import ApplyResult, Clock, apply_plan, utc_now
 from moenv.executor.report import Reporter
 from moenv.live.catalog import read_catalogs, read_databases
@@ -74,6 +74,12 @@ def resolve(manifests: Sequence[LoadedManifest], config: Config) -> dict[str, De
             problems += exc.problems
     if problems:
         raise ManifestError(problems)
+    salted = sorted(name for name, want in desired.items() if any(t.needs_salt for t in want.tables))
+    if salted and not config.salt:
+        raise ConfigError(
+            Problem(f"{', '.join(salted)}: masks use moenv.* helpers, which need a salt"),
+            hint="set MOENV_SALT (or `salt:` in moenv.yaml); the salt never comes from a manifest",
+        )
     return desired
 
 

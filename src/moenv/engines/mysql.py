@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 
 from moenv.engines.base import qualified, quote_ident
-from moenv.models.desired import TableCopy, ViewCopy
+from moenv.models.desired import ParentFilter, TableCopy, ViewCopy
 
 # The copying session reads the source with non-locking consistent reads: under the default
 # REPEATABLE READ, INSERT … SELECT takes shared locks on every source row it reads (measured on
@@ -30,6 +30,9 @@ _SECONDARY = re.compile(
     r"^\s*(UNIQUE KEY|UNIQUE INDEX|KEY|INDEX|FULLTEXT KEY|FULLTEXT INDEX|SPATIAL KEY|SPATIAL INDEX)\b"
 )
 _AUTO_INCREMENT = re.compile(r" AUTO_INCREMENT=\d+")
+_COLUMN_LINE = re.compile(r"^\s*`((?:[^`]|``)+)` ")
+_NAMES_IN_LINE = re.compile(r"`((?:[^`]|``)+)`")
+SOURCE_ALIAS = "s"
 
 
 def lock_name(environment: str) -> str:
@@ -90,6 +93,7 @@ def adapt_create_table(
     checks when `constraints` is off, and secondary indexes when `indexes` is off.
     """
     lines = ddl.split("\n")
+    excluded = {c.lower() for c in copy.excluded_columns}
     if not lines or not _CREATE_HEAD.match(lines[0]):
         raise ValueError(f"unexpected SHOW CREATE TABLE output for {copy.source}: {lines[0][:80]!r}")
     head = f"CREATE TABLE {qualified(database, copy.target)} ("
@@ -101,6 +105,11 @@ def adapt_create_table(
             tail = lines[index:]
             break
         text = line.rstrip(",")
+        if excluded and (column := _COLUMN_LINE.match(text)):
+            if column.group(1).replace("``", "`").lower() in excluded:
+                continue
+        elif excluded and _mentions(text, excluded):
+            continue  # an index or check on a column that is not copied
         if constraint := _CONSTRAINT.match(text):
             name, kind = constraint.group(1).replace("``", "`"), constraint.group(2)
             if not constraints or (kind == "FOREIGN KEY" and name in dropped):
@@ -118,6 +127,14 @@ def adapt_create_table(
     return head + "\n" + ",\n".join(body) + "\n" + closing
 
 
+def _mentions(text: str, columns: set[str]) -> bool:
+    body = text.split(" REFERENCES ", maxsplit=1)[0]
+    names = _NAMES_IN_LINE.findall(body)
+    if not body.lstrip().startswith("PRIMARY KEY"):
+        names = names[1:]  # the first name is the index's or the constraint's own
+    return any(name.replace("``", "`").lower() in columns for name in names)
+
+
 def _repoint(text: str, database: str, renames: Mapping[str, str]) -> str:
     def one(match: re.Match[str]) -> str:
         parent = match.group(2).replace("``", "`")
@@ -126,16 +143,67 @@ def _repoint(text: str, database: str, renames: Mapping[str, str]) -> str:
     return _REFERENCES.sub(one, text)
 
 
+def _null_or(columns: Sequence[str], alias: str) -> str:
+    return " OR ".join(f"{alias}.{quote_ident(c)} IS NULL" for c in columns)
+
+
+def _matches(filter_: ParentFilter, *, child: str, parent: str) -> str:
+    return " AND ".join(
+        f"{parent}.{quote_ident(r)} = {child}.{quote_ident(c)}"
+        for c, r in zip(filter_.columns, filter_.ref_columns, strict=True)
+    )
+
+
+def integrity_condition(filter_: ParentFilter, *, database: str, alias: str) -> str:
+    """True for a row whose reference is NULL or found among the parent rows already copied."""
+    parent = qualified(database, filter_.parent)
+    return (
+        f"({_null_or(filter_.columns, alias)} OR EXISTS (SELECT 1 FROM {parent} AS `p`"
+        f" WHERE {_matches(filter_, child=alias, parent='`p`')}))"
+    )
+
+
 def insert_select(copy: TableCopy, *, source_database: str, into_database: str) -> str:
+    """The copy of one table inside the server: masks in the SELECT, filters in the WHERE."""
     columns = ", ".join(quote_ident(c) for c in copy.columns)
     select = ", ".join(copy.select)
+    alias = quote_ident(SOURCE_ALIAS)
     sql = (
         f"INSERT INTO {qualified(into_database, copy.target)} ({columns})"
-        f" SELECT {select} FROM {qualified(source_database, copy.source)}"
+        f" SELECT {select} FROM {qualified(source_database, copy.source)} AS {alias}"
     )
-    if copy.where:
-        sql += f" WHERE {copy.where}"
+    conditions = [copy.where] if copy.where else []
+    conditions += [integrity_condition(f, database=into_database, alias=alias) for f in copy.filters if not f.deferred]
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
     return sql
+
+
+def delete_orphans(copy: TableCopy, filter_: ParentFilter, *, database: str) -> str:
+    """Remove rows whose reference was not copied (self-references, cycles: checked after the copy)."""
+    child = qualified(database, copy.target)
+    parent = qualified(database, filter_.parent)
+    not_null = " AND ".join(f"{child}.{quote_ident(c)} IS NOT NULL" for c in filter_.columns)
+    # The parent is read through a derived table: MySQL refuses a DELETE whose subquery reads the
+    # same table directly (error 1093), and a self-reference does exactly that. Single-table
+    # DELETE with qualified columns: aliases there need MySQL 8.0.16+ / MariaDB 11.
+    refs = ", ".join(quote_ident(r) for r in filter_.ref_columns)
+    return (
+        f"DELETE FROM {child} WHERE {not_null}"
+        f" AND NOT EXISTS (SELECT 1 FROM (SELECT {refs} FROM {parent}) AS `p`"
+        f" WHERE {_matches(filter_, child=child, parent='`p`')})"
+    )
+
+
+def count_leaks(copy: TableCopy, column: str, *, source_database: str, database: str) -> str:
+    """Rows of the copy whose masked value still equals a value of the same source column."""
+    target = qualified(database, copy.target)
+    source = qualified(source_database, copy.source)
+    col = quote_ident(column)
+    return (
+        f"SELECT COUNT(*) FROM {target} AS `t` WHERE `t`.{col} IS NOT NULL"
+        f" AND `t`.{col} IN (SELECT `s`.{col} FROM {source} AS `s` WHERE `s`.{col} IS NOT NULL)"
+    )
 
 
 def rename_into(tables: Iterable[str], *, staging: str, target: str) -> str:

@@ -26,6 +26,7 @@ from moenv.executor.report import Reporter, SilentReporter
 from moenv.live.catalog import read_catalogs, read_databases
 from moenv.live.connection import Connection, connect
 from moenv.live.ledger import read_ledger
+from moenv.manifest.fragments import SET_SALT_SQL
 from moenv.models.config import Config
 from moenv.models.desired import Desired, TableCopy
 from moenv.models.ledger import LedgerRecord, TableStat, holding_database, staging_database
@@ -152,6 +153,7 @@ class _Run:
         self.started_at = clock()
         self.last_progress = time.monotonic()
         self.session_ready = False
+        self.salted = False
 
     @property
     def desired(self) -> Desired:
@@ -164,6 +166,8 @@ class _Run:
             "prepare_staging": self.prepare_staging,
             "create_table": self.create_table,
             "copy_rows": self.copy_rows,
+            "delete_orphans": self.delete_orphans,
+            "check_leaks": self.check_leaks,
             "swap": self.swap,
             "create_view": self.create_view,
             "drop_leftovers": self.drop_leftovers,
@@ -184,7 +188,7 @@ class _Run:
             if began:
                 self._fail(exc)
             raise CloneError(
-                f"{self.action.op} {self.action.environment} failed: {exc.message}",
+                exc.message,
                 environment=self.action.environment,
                 hint=exc.hint,
             ) from exc
@@ -330,11 +334,27 @@ class _Run:
                 self.conn.execute(statement)
             self.session_ready = True
 
+    def _salt(self) -> None:
+        if self.salted:
+            return
+        if self.config.salt is None:
+            raise CloneError(
+                "a mask uses a moenv.* helper but no salt is configured",
+                environment=self.action.environment,
+                hint="set MOENV_SALT (or `salt:` in moenv.yaml); the salt never comes from a manifest",
+            )
+        self.conn.execute(SET_SALT_SQL, (self.config.salt,), doing="setting the pseudonym salt")
+        self.salted = True
+
     def copy_rows(self, step: Step) -> int:
         copy = self._copy(step)
         self._copy_session()
+        if copy.needs_salt:
+            self._salt()
         started = time.monotonic()
         statement = mysql.insert_select(copy, source_database=self.desired.source.database, into_database=self.staging)
+        if copy.unique_checks:  # masked values may collide where the source's could not
+            self.conn.execute("SET SESSION unique_checks = 1")
         self.conn.execute("START TRANSACTION")
         try:
             rows = self.conn.execute(statement, doing=f"copying {copy.source}")
@@ -342,6 +362,9 @@ class _Run:
         except MoenvError:
             self.conn.execute("ROLLBACK")
             raise
+        finally:
+            if copy.unique_checks:
+                self.conn.execute("SET SESSION unique_checks = 0")
         self.rows += rows
         self.tables_done += 1
         self.stats.append(
@@ -351,6 +374,52 @@ class _Run:
             write_progress(self.conn, self.ledger, self.action.environment, self.tables_done, self.rows, self.clock())
             self.last_progress = time.monotonic()
         return rows
+
+    def delete_orphans(self, step: Step) -> int:
+        """Self-references and cycle edges are checked after the copy, until no row is removed."""
+        tables = self.desired.tables
+        pending = [(t, f) for t in tables for f in t.filters if f.deferred]
+        removed = 0
+        for _round in range(1000):
+            touched: set[str] = set()
+            for table, filter_ in pending:
+                count = self.conn.execute(mysql.delete_orphans(table, filter_, database=self.staging))
+                if count:
+                    touched.add(table.target)
+                    removed += count
+                    self._uncount(table.target, count)
+            if not touched:
+                break
+            pending = [(t, f) for t in tables for f in t.filters if f.parent in touched]
+        return removed
+
+    def _uncount(self, table: str, rows: int) -> None:
+        self.rows -= rows
+        self.stats = [
+            s.model_copy(update={"rows": (s.rows or 0) - rows}) if s.table == table else s for s in self.stats
+        ]
+
+    def check_leaks(self, step: Step) -> int:
+        copy = self._copy(step)
+        leaks = {}
+        for column in copy.masked:
+            count = int(
+                self.conn.scalar(
+                    mysql.count_leaks(copy, column, source_database=self.desired.source.database, database=self.staging)
+                )
+                or 0
+            )
+            if count:
+                leaks[column] = count
+        if leaks:
+            found = ", ".join(f"{copy.target}.{c}: {n:,} rows" for c, n in leaks.items())
+            raise CloneError(
+                f"leak check failed: masked values equal to source values remain ({found})",
+                environment=self.action.environment,
+                table=copy.target,
+                hint="make the mask change every value (e.g. moenv.email(email)); nothing was made visible",
+            )
+        return 0
 
     def _copy(self, step: Step) -> TableCopy:
         for copy in self.desired.tables:

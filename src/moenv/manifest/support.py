@@ -24,16 +24,9 @@ def unsupported_fields(spec: EnvironmentSpec) -> list[tuple[Loc, str]]:
         refuse(("source", "snapshot"), "cloning from a named snapshot (MatrixOne)")
     if body.target.server is not None and body.target.server != body.source.server:
         refuse(("target", "server"), "a target on another server than the source (cross-server copy)")
-    if body.tables.related is not None:
-        refuse(("tables", "related"), "the foreign-key closure (tables.related)")
-    if body.relations:
-        refuse(("relations",), "virtual foreign keys (relations)")
     for table, rule in body.rules.items():
-        for name in ("where", "columns", "exclude_columns", "rename", "watermark"):
-            if getattr(rule, name) is not None:
-                refuse(("rules", table, name), f"rules.{table}.{name}")
-        if rule.mask:
-            refuse(("rules", table, "mask"), f"rules.{table}.mask (column masking)")
+        if rule.watermark is not None:
+            refuse(("rules", table, "watermark"), f"rules.{table}.watermark (incremental refresh)")
     if body.grants:
         refuse(("grants",), "copying grants")
     if body.ttl is not None:

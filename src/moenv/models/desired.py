@@ -23,6 +23,23 @@ class Endpoint(_Value):
         return f"{self.server}:{self.database}"
 
 
+class ParentFilter(_Value):
+    """A reference from a copied table to a copied parent (declared or virtual foreign key).
+
+    With `integrity: strict` a child row is kept only when its referenced parent row was kept
+    (or its reference is NULL), so every foreign key in the target resolves.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    parent: str
+    """Target name of the parent table."""
+    ref_columns: tuple[str, ...]
+    deferred: bool = False
+    """True for self-references and edges cut from a cycle: enforced by deleting orphans after the copy."""
+    virtual: bool = False
+
+
 class TableCopy(_Value):
     """How one source table becomes one target table."""
 
@@ -37,6 +54,16 @@ class TableCopy(_Value):
     method: Literal["insert_select", "schema_only"] = "insert_select"
     parents: tuple[str, ...] = ()
     """Source names of the tables this one references (they are copied first)."""
+    filters: tuple[ParentFilter, ...] = ()
+    """Integrity filters against the copied parents (strict integrity)."""
+    excluded_columns: tuple[str, ...] = ()
+    """Source columns left out of the target table."""
+    masked: tuple[str, ...] = ()
+    """Target columns whose values are computed by a mask (checked for leaks after the copy)."""
+    unique_checks: bool = False
+    """Keep unique checks on while filling (masked values may collide; the source's did not)."""
+    needs_salt: bool = False
+    """A mask or filter uses a moenv.* helper: the session must set @moenv_salt."""
     dropped_foreign_keys: tuple[str, ...] = ()
     """Foreign keys of the source not created in the target (their reason is in `notes`)."""
     notes: tuple[str, ...] = ()

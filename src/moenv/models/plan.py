@@ -21,6 +21,8 @@ StepKind = Literal[
     "prepare_staging",
     "create_table",
     "copy_rows",
+    "delete_orphans",
+    "check_leaks",
     "swap",
     "create_view",
     "drop_leftovers",

@@ -46,6 +46,20 @@ def build_steps(desired: Desired, *, rebuild: bool, old_database: str | None = N
         steps.append(Step(kind="create_table", table=table.target, detail=f"from SHOW CREATE TABLE {table.source}"))
         if table.with_data:
             steps.append(Step(kind="copy_rows", table=table.target, detail=f"INSERT … SELECT from {table.source}"))
+    deferred = [f"{t.target}.{f.name}" for t in desired.tables for f in t.filters if f.deferred]
+    if deferred:
+        steps.append(
+            Step(kind="delete_orphans", detail=f"remove rows whose reference was not copied: {', '.join(deferred)}")
+        )
+    for table in desired.tables:
+        if table.with_data and table.masked:
+            steps.append(
+                Step(
+                    kind="check_leaks",
+                    table=table.target,
+                    detail=f"no masked value of {', '.join(table.masked)} equals a source value",
+                )
+            )
     how = "swap old and new tables in one RENAME TABLE" if rebuild else "move tables in with one RENAME TABLE"
     steps.append(Step(kind="swap", detail=f"{how} into {desired.target.database}"))
     steps += [Step(kind="create_view", table=v.name, detail="recreate view over the copy") for v in desired.views]
@@ -70,7 +84,7 @@ def rebuild_reasons(want: Desired, record: LedgerRecord, server: ServerLive | No
     reasons: list[str] = []
     if record.status != "ready":
         reasons.append(f"the last apply did not finish (status {record.status})")
-    if record.spec_hash != want.spec_hash:
+    if record.spec and record.spec_hash != want.spec_hash:
         old = {k: v for k, v in (record.spec.get("spec") or {}).items() if k in CONTENT_FIELDS}
         changes = diff_specs(old, want.manifest.content())
         reasons += changes or ["the spec changed"]

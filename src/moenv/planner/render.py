@@ -39,6 +39,16 @@ def render_action(action: Action, *, steps: bool = False) -> list[str]:
                 name = table.target if table.target == table.source else f"{table.target} (from {table.source})"
                 rows = _rows(table.estimated_rows) if table.with_data else "-"
                 lines.append(f"      {name:<{width}}  {rows:>12}  {table.method}")
+                if table.where:
+                    lines.append(f"        where: {table.where}")
+                if table.excluded_columns:
+                    lines.append(f"        columns left out: {', '.join(table.excluded_columns)}")
+                masked = [c for c, s in zip(table.columns, table.select, strict=True) if s != f"`{c}`"]
+                if masked:
+                    lines.append(f"        masked: {', '.join(masked)}")
+                live_filters = [f.parent for f in table.filters if not f.deferred]
+                if live_filters:
+                    lines.append(f"        integrity: only rows whose {', '.join(live_filters)} row was copied")
                 lines += [f"        note: {note}" for note in table.notes]
             if want.views:
                 lines.append(f"    views: {', '.join(v.name for v in want.views)}")
