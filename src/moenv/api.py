@@ -17,16 +17,18 @@ from moenv.executor.apply import ApplyResult, Clock, apply_plan, utc_now
 from moenv.executor.report import Reporter
 from moenv.live.catalog import read_catalogs, read_databases
 from moenv.live.connection import connect
-from moenv.live.ledger import read_events, read_ledger
+from moenv.live.ledger import read_busy, read_events, read_ledger
 from moenv.manifest.config import find_config, load_config
 from moenv.manifest.loader import LoadedManifest, load_manifests
 from moenv.models.catalog import Catalog
 from moenv.models.config import Config
 from moenv.models.desired import Desired
 from moenv.models.ledger import Event, LedgerRecord
-from moenv.models.plan import Delete, Live, Plan, PlanOptions, ServerLive
+from moenv.models.manifest import EnvironmentSpec
+from moenv.models.plan import Delete, Live, Plan, PlanOptions, Refresh, ServerLive
 from moenv.planner import build_plan
-from moenv.planner.build import delete_steps
+from moenv.planner.build import build_steps, delete_steps
+from moenv.planner.gc import build_gc_plan
 from moenv.resolve import resolve_environment
 
 
@@ -98,7 +100,8 @@ def read_live(
             targets = {d.target.database for d in desired.values() if d.target.server == name}
             targets |= {r.target_database for r in ledger.records.values()}
             catalogs = read_catalogs(conn, sorted(targets & databases))
-        states[name] = ServerLive(name, ledger, databases, catalogs)
+            busy = read_busy(conn, [r.name for r in ledger.records.values() if r.status in {"building", "deleting"}])
+        states[name] = ServerLive(name, ledger, databases, catalogs, busy)
     return Live(states, config.ledger_database)
 
 
@@ -197,3 +200,81 @@ def history(config: Config, environment: str | None = None, limit: int = 50) -> 
         with connect(config.server(name), read_only=True) as conn:
             events += read_events(conn, config.ledger_database, environment, limit)
     return sorted(events, key=lambda e: (e.at, e.id), reverse=True)[:limit]
+
+
+def gc_plan(config: Config, *, options: PlanOptions | None = None, now: datetime | None = None) -> Plan:
+    """Expired environments and leftovers of interrupted applies, on every configured server."""
+    live = read_live(config, {}, all_servers=True)
+    return build_gc_plan(live, now=now or datetime.now(UTC), options=options or PlanOptions())
+
+
+def refresh_plan(config: Config, environment: str, *, paths: Sequence[Path] = (), now: datetime | None = None) -> Plan:
+    """Refresh one environment now: from its manifest when `paths` hold it, else from the spec it was applied with."""
+    moment = now or datetime.now(UTC)
+    manifests = [m for m in load(paths, now=moment) if m.name == environment] if paths else []
+    if not manifests:
+        record, _ = find_record(config, environment)
+        if not record.spec:
+            raise ConflictError(f"{environment} has never been applied completely: apply its manifest instead")
+        spec = EnvironmentSpec.model_validate(record.spec)
+        manifests = [LoadedManifest(spec, Path(f"<ledger:{environment}>"), 1)]
+    desired = resolve(manifests, config)
+    live = read_live(config, desired)
+    want = desired[environment]
+    current = live.record(environment)
+    if current is None or current.status == "expired":
+        raise ConflictError(f"{environment} does not exist (yet): apply its manifest to create it")
+    if current.protect:
+        raise ConflictError(f"{environment} is protected (protect: true)", hint="unprotect it to refresh it")
+    action = Refresh(
+        environment=environment,
+        target_server=want.target.server,
+        target_database=want.target.database,
+        ledger_stamp=current.updated_at.isoformat(),
+        desired=want,
+        reasons=("requested by moenv refresh",),
+        steps=build_steps(want, rebuild=True, old_database=None),
+    )
+    if current.target_database != want.target.database:
+        raise ConflictError(f"{environment}: its target changed in the manifest; run `moenv apply` to rebuild it")
+    return Plan(
+        created_at=moment, actions=(action,), ledger_revisions=live.revisions, ledger_database=live.ledger_database
+    )
+
+
+@dataclass(frozen=True)
+class TableDetail:
+    name: str
+    kind: str
+    rows: int | None
+    bytes: int | None
+    indexes: int
+    method: str
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class EnvironmentDetail:
+    record: LedgerRecord
+    tables: list[TableDetail]
+
+
+def show(config: Config, environment: str) -> EnvironmentDetail:
+    """The ledger record and per-table statistics (live rows and sizes, last copy method and time)."""
+    record, _ = find_record(config, environment)
+    with connect(config.server(record.target_server), read_only=True) as conn:
+        catalog = read_catalogs(conn, [record.target_database])[record.target_database]
+    stats = {s.table: s for s in record.stats}
+    tables = [
+        TableDetail(
+            name=table.name,
+            kind=table.kind,
+            rows=table.rows_estimate if table.kind == "table" else None,
+            bytes=table.data_bytes,
+            indexes=len(table.indexes),
+            method=stats[table.name].method if table.name in stats else ("view" if table.kind == "view" else "-"),
+            seconds=stats[table.name].seconds if table.name in stats else None,
+        )
+        for table in catalog.tables.values()
+    ]
+    return EnvironmentDetail(record, tables)

@@ -22,7 +22,9 @@ from moenv import __version__, api
 from moenv.cli.output import (
     TerminalReporter,
     render_events,
+    render_show,
     render_status,
+    show_json,
     status_json,
 )
 from moenv.errors import ConflictError, ManifestError, MoenvError, Problem
@@ -38,10 +40,18 @@ EXIT_PENDING = 2
 
 
 class State:
-    def __init__(self, config_path: Path | None, debug: bool) -> None:
+    def __init__(self, config_path: Path | None, debug: bool, now: datetime | None = None) -> None:
         self.config_path = config_path
         self.debug = debug
+        self.fixed_now = now
         self._config: Config | None = None
+
+    @property
+    def now(self) -> datetime:
+        return self.fixed_now or datetime.now(UTC)
+
+    def clock(self) -> datetime:
+        return self.now
 
     @property
     def config(self) -> Config:
@@ -77,10 +87,11 @@ def plan_options(func: F) -> F:
 @click.version_option(__version__, prog_name="moenv")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config file (default: ./moenv.yaml).")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.option("--now", "now", type=click.DateTime(), hidden=True, help="Pretend it is this time (UTC), for tests.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, config_path: Path | None, debug: bool, now: datetime | None) -> None:
     """Database clone environments as code: plan and apply copies from YAML manifests."""
-    ctx.obj = State(config_path, debug)
+    ctx.obj = State(config_path, debug, now.replace(tzinfo=UTC) if now else None)
 
 
 @cli.command()
@@ -127,7 +138,7 @@ def schema(directory: Path) -> None:
 
 
 def _plan(state: State, paths: tuple[Path, ...], variables: dict[str, str], options: PlanOptions) -> Plan:
-    return api.plan(paths, config=state.config, variables=variables, options=options)
+    return api.plan(paths, config=state.config, variables=variables, options=options, now=state.now)
 
 
 @cli.command()
@@ -196,7 +207,9 @@ def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool) -> None:
         click.echo("Nothing to do.")
         return
     _confirm(plan, yes)
-    result = api.apply(plan, config=state.config, reporter=TerminalReporter(), check_revisions=check_revisions)
+    result = api.apply(
+        plan, config=state.config, reporter=TerminalReporter(), clock=state.clock, check_revisions=check_revisions
+    )
     done = sum(1 for r in result.results if r.ok)
     click.echo(f"Applied {done} of {len(result.results)} action(s).")
     if not result.ok:
@@ -239,8 +252,7 @@ def apply(
 def status(state: State, as_json: bool) -> None:
     """List the environments moenv manages, with their progress."""
     result = api.status(state.config)
-    now = datetime.now(UTC)
-    click.echo(json.dumps(status_json(result), indent=2) if as_json else render_status(result, now))
+    click.echo(json.dumps(status_json(result), indent=2) if as_json else render_status(result, state.now))
 
 
 @cli.command()
@@ -250,9 +262,59 @@ def status(state: State, as_json: bool) -> None:
 @click.pass_obj
 def destroy(state: State, environment: str, yes: bool, force: bool) -> None:
     """Delete one environment and its target database."""
-    plan_ = api.destroy_plan(state.config, environment, force=force)
+    plan_ = api.destroy_plan(state.config, environment, force=force, now=state.now)
     click.echo(render_text(plan_))
     _run(state, plan_, yes=yes, check_revisions=True)
+
+
+@cli.command()
+@manifest_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_obj
+def drift(
+    state: State, paths: tuple[Path, ...], var_pairs: tuple[str, ...], var_files: tuple[Path, ...], as_json: bool
+) -> None:
+    """For scheduled jobs: exit 2 when the servers drifted from the manifests (or work is due), 0 when not."""
+    result = _plan(state, paths, load_variables(var_pairs, var_files), PlanOptions())
+    click.echo(render_json(result) if as_json else render_text(result))
+    if result.has_changes or result.blocked:
+        raise SystemExit(EXIT_PENDING)
+
+
+@cli.command()
+@click.argument("environment")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--full", is_flag=True, help="A full refresh (the only kind this version does).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def refresh(state: State, environment: str, paths: tuple[Path, ...], full: bool, yes: bool) -> None:
+    """Refresh one environment now (from its manifest in PATHS, or from the spec it was applied with)."""
+    plan_ = api.refresh_plan(state.config, environment, paths=paths, now=state.now)
+    click.echo(render_text(plan_))
+    _run(state, plan_, yes=yes, check_revisions=True)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Show what would be removed, remove nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Also delete expired environments that are protected.")
+@click.pass_obj
+def gc(state: State, dry_run: bool, yes: bool, force: bool) -> None:
+    """Delete expired environments and the leftovers of interrupted applies."""
+    plan_ = api.gc_plan(state.config, options=PlanOptions(force=force), now=state.now)
+    click.echo(render_text(plan_))
+    if not dry_run:
+        _run(state, plan_, yes=yes, check_revisions=True)
+
+
+@cli.command()
+@click.argument("environment")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show(state: State, environment: str, as_json: bool) -> None:
+    """Details of one environment and per-table statistics (rows, size, indexes, copy method and time)."""
+    detail = api.show(state.config, environment)
+    click.echo(json.dumps(show_json(detail), indent=2) if as_json else render_show(detail, state.now))
 
 
 @cli.command()

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from moenv.api import Status
+from moenv.api import EnvironmentDetail, Status
 from moenv.models.ledger import Event
 from moenv.models.plan import Action, Step
 
@@ -106,3 +106,44 @@ def render_events(events: list[Event]) -> str:
         for e in events
     ]
     return _table(["WHEN (UTC)", "ENVIRONMENT", "ACTION", "RESULT", "WHO", "ROWS", "TOOK", "MESSAGE"], rows)
+
+
+def render_show(detail: EnvironmentDetail, now: datetime) -> str:
+    r = detail.record
+    spec = r.spec.get("spec", {}) if r.spec else {}
+    lines = [
+        f"environment  {r.name}  ({r.status}{', protected' if r.protect else ''})",
+        f"description  {r.spec.get('metadata', {}).get('description') or '-'}",
+        f"source       {r.source_server}:{r.source_database}",
+        f"target       {r.target_server}:{r.target_database}",
+        f"data         {spec.get('data', 'full')}",
+        f"created      {r.created_at:%Y-%m-%d %H:%M:%S} UTC ({_age((now - r.created_at).total_seconds())} ago)",
+        f"refreshed    {f'{r.refreshed_at:%Y-%m-%d %H:%M:%S} UTC' if r.refreshed_at else '-'}",
+        f"expires      {f'{r.expires_at:%Y-%m-%d %H:%M:%S} UTC' if r.expires_at else '-'}",
+        f"rows copied  {r.rows_copied:,}",
+    ]
+    if r.message:
+        lines.append(f"message      {r.message}")
+    rows = [
+        [
+            t.name,
+            t.kind,
+            "-" if t.rows is None else f"{t.rows:,}",
+            "-" if t.bytes is None else f"{t.bytes / 1048576:.2f}",
+            str(t.indexes),
+            t.method,
+            "-" if t.seconds is None else f"{t.seconds:.2f}s",
+        ]
+        for t in detail.tables
+    ]
+    total = sum(t.bytes or 0 for t in detail.tables)
+    lines += ["", _table(["TABLE", "KIND", "ROWS (est.)", "SIZE MB", "INDEXES", "METHOD", "TOOK"], rows)]
+    lines.append(f"total size {total / 1048576:.2f} MB, {sum(t.indexes for t in detail.tables)} indexes")
+    return "\n".join(lines)
+
+
+def show_json(detail: EnvironmentDetail) -> dict[str, Any]:
+    return {
+        "environment": detail.record.model_dump(mode="json"),
+        "tables": [vars(t) for t in detail.tables],
+    }

@@ -31,7 +31,7 @@ from moenv.models.config import Config
 from moenv.models.desired import Desired, TableCopy
 from moenv.models.ledger import LedgerRecord, TableStat, holding_database, staging_database
 from moenv.models.manifest import parse_duration
-from moenv.models.plan import Action, Create, Delete, Plan, Rebuild, Refresh, Step, Update
+from moenv.models.plan import Action, Cleanup, Create, Delete, Plan, Rebuild, Refresh, Step, Update
 
 Clock = Callable[[], datetime]
 
@@ -176,6 +176,8 @@ class _Run:
             "ledger_update": self.ledger_update,
             "drop_target": self.drop_target,
             "ledger_forget": self.ledger_forget,
+            "ledger_expire": self.ledger_expire,
+            "ledger_interrupted": self.ledger_interrupted,
         }
         began = False
         try:
@@ -198,7 +200,7 @@ class _Run:
 
     def _record(self, status: str, **changes: object) -> LedgerRecord:
         now = self.clock()
-        if isinstance(self.action, Delete):
+        if isinstance(self.action, Delete | Cleanup):
             assert self.record is not None
             return self.record.model_copy(update={"status": status, "updated_at": now, **changes})
         want = self.desired
@@ -279,6 +281,27 @@ class _Run:
             }
         )
         write_record(self.conn, self.ledger, record, self._event("succeeded", "; ".join(self.action.reasons)[:1000]))
+
+    def ledger_expire(self, step: Step) -> None:
+        assert self.record is not None
+        record = self.record.model_copy(
+            update={"status": "expired", "updated_at": self.clock(), "staging_database": None, "tables_done": 0}
+        )
+        write_record(self.conn, self.ledger, record, self._event("succeeded", "; ".join(self.action.reasons)[:1000]))
+
+    def ledger_interrupted(self, step: Step) -> None:
+        assert self.record is not None
+        record = self.record.model_copy(
+            update={
+                "status": "failed",
+                "updated_at": self.clock(),
+                "staging_database": None,
+                "message": "an apply was interrupted; moenv gc removed its leftovers",
+            }
+        )
+        write_record(
+            self.conn, self.ledger, record, self._event("succeeded", "removed leftovers of an interrupted apply")
+        )
 
     def ledger_forget(self, step: Step) -> None:
         forget_record(self.conn, self.ledger, self.action.environment, self._event("succeeded"))

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from moenv.engines import ledger as sql
+from moenv.engines.mysql import lock_name
 from moenv.errors import DatabaseError
 from moenv.live.connection import Connection
 from moenv.models.ledger import Event, LedgerRecord, LedgerState, TableStat
@@ -85,3 +86,12 @@ def read_events(conn: Connection, ledger: str, environment: str | None = None, l
         values["rows"] = values.pop("rows_copied")
         events.append(Event.model_validate(values))
     return events
+
+
+def read_busy(conn: Connection, environments: list[str]) -> frozenset[str]:
+    """Which of `environments` have their lock held by some session now (one query)."""
+    if not environments:
+        return frozenset()
+    names = [lock_name(e) for e in environments]
+    row = conn.query("SELECT " + ", ".join(["IS_USED_LOCK(%s)"] * len(names)), names)[0]
+    return frozenset(e for e, holder in zip(environments, row, strict=True) if holder is not None)

@@ -101,6 +101,7 @@ _ALWAYS_STATEMENTS: Final = frozenset({"SELECT", "WITH", "TABLE"})
 
 # Keyword functions MySQL calls without parentheses that sqlglot reads as column names.
 _NILADIC_FUNCTIONS: Final = frozenset({"utc_date", "utc_time", "utc_timestamp"})
+_GET_FORMAT_TYPES: Final = frozenset({"date", "time", "datetime", "timestamp"})  # GET_FORMAT(DATE, 'ISO')
 
 
 class FragmentError(ValueError):
@@ -277,6 +278,10 @@ class _Generator(MySQLGenerator):
 
     TRANSFORMS: ClassVar[dict[type[exp.Expr], Callable[..., str]]] = {
         **MySQLGenerator.TRANSFORMS,
+        # MOD(a, b), not `a % b`: keeps `%` out of the SQL but for string literals, and is atomic.
+        exp.Mod: lambda self, e: self.func("MOD", e.this, e.expression),
+        # sqlglot writes UTC_DATE() as CURRENT_DATE AT TIME ZONE 'UTC', which MySQL does not have.
+        exp.UtcDate: lambda self, e: "UTC_DATE()",
         # sqlglot writes `x REGEXP p` as REGEXP_LIKE(x, p), which MariaDB 10.11 does not have.
         exp.RegexpLike: lambda self, e: (
             self.binary(e, "REGEXP") if e.args.get("flag") is None else self.function_fallback_sql(e)
@@ -307,8 +312,8 @@ def _compile(text: object, kind: FragmentKind, *, database: str | None) -> Fragm
         raise FragmentError(f"is longer than {MAX_LENGTH} characters")
     try:
         tree = _parse(text)
+        _read_keywords(tree)
         inner = _unwrap(tree)
-        _call_niladic_functions(inner)
         helpers = _check(inner, kind)
         columns = frozenset(
             node.name.lower() for node, in_query in _walk(inner) if isinstance(node, exp.Column) and not in_query
@@ -425,6 +430,7 @@ def _reparse(sql: str) -> exp.Expr:
         raise FragmentError(_UNFAITHFUL) from exc
     if not isinstance(tree, exp.Paren) or not isinstance(tree.this, exp.Expr):
         raise FragmentError(_UNFAITHFUL)
+    _read_keywords(tree)
     return tree.this
 
 
@@ -473,16 +479,24 @@ def _walk(node: exp.Expr, in_query: bool = False) -> Iterator[tuple[exp.Expr, bo
         yield from _walk(child, in_query)
 
 
-def _call_niladic_functions(inner: exp.Expr) -> None:
-    for node, _ in list(_walk(inner)):
-        if (
-            isinstance(node, exp.Column)
-            and not node.table
-            and isinstance(node.this, exp.Identifier)
-            and not node.this.quoted
-            and node.name.lower() in _NILADIC_FUNCTIONS
+def _read_keywords(tree: exp.Expr) -> None:
+    """Turn the keywords sqlglot reads as column names back into keywords (never at the root)."""
+    for node, _ in list(_walk(tree)):
+        if not (isinstance(node, exp.Column) and not node.table and isinstance(node.this, exp.Identifier)):
+            continue
+        if node.this.quoted:
+            continue
+        name = node.name.lower()
+        if name in _NILADIC_FUNCTIONS:
+            node.replace(exp.Anonymous(this=name.upper(), expressions=[]))
+        elif (
+            name in _GET_FORMAT_TYPES
+            and isinstance(node.parent, exp.Anonymous)
+            and node.parent.name.upper() == "GET_FORMAT"
+            and node.arg_key == "expressions"
+            and node.index == 0
         ):
-            node.replace(exp.Anonymous(this=node.name.upper(), expressions=[]))
+            node.replace(exp.Var(this=name.upper()))
 
 
 def _function_names(node: exp.Func) -> set[str]:

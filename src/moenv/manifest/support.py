@@ -29,10 +29,8 @@ def unsupported_fields(spec: EnvironmentSpec) -> list[tuple[Loc, str]]:
             refuse(("rules", table, "watermark"), f"rules.{table}.watermark (incremental refresh)")
     if body.grants:
         refuse(("grants",), "copying grants")
-    if body.ttl is not None:
-        refuse(("ttl",), "expiry (ttl)")
-    if body.refresh is not None:
-        refuse(("refresh",), "scheduled refresh")
+    if body.refresh is not None and body.refresh.mode == "incremental":
+        refuse(("refresh", "mode"), "incremental refresh")
     if body.consistency != "table":
         refuse(("consistency",), "consistency: snapshot")
     if body.verify.content:

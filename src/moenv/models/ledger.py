@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["building", "ready", "failed", "deleting"]
+Status = Literal["building", "ready", "failed", "deleting", "expired"]
 
 
 class TableStat(BaseModel):

@@ -31,6 +31,8 @@ StepKind = Literal[
     "ledger_update",
     "drop_target",
     "ledger_forget",
+    "ledger_expire",
+    "ledger_interrupted",
 ]
 
 
@@ -88,9 +90,18 @@ class Delete(_Action):
     op: Literal["delete"] = "delete"
     destructive: ClassVar[bool] = True
     staging_database: str | None = None
+    expire: bool = False
+    """Keep the ledger record as `expired` (a ttl ran out) instead of forgetting it."""
 
 
-Action = Annotated[Create | Rebuild | Refresh | Update | Delete, Field(discriminator="op")]
+class Cleanup(_Action):
+    """An apply was interrupted (its lock is free, its ledger row still says building): drop its leftovers."""
+
+    op: Literal["cleanup"] = "cleanup"
+    staging_database: str | None = None
+
+
+Action = Annotated[Create | Rebuild | Refresh | Update | Delete | Cleanup, Field(discriminator="op")]
 
 
 class Blocked(BaseModel):
@@ -133,6 +144,8 @@ class ServerLive:
     databases: frozenset[str] = frozenset()
     catalogs: dict[str, Catalog] = field(default_factory=dict)
     """Catalogs of the target databases the ledger or the manifests name."""
+    busy: frozenset[str] = frozenset()
+    """Environments whose lock another session holds right now (an apply is running)."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from moenv.models.desired import Desired
 from moenv.models.ledger import LedgerRecord, staging_database
-from moenv.models.manifest import CONTENT_FIELDS
+from moenv.models.manifest import CONTENT_FIELDS, parse_duration
 from moenv.models.plan import (
     Action,
     Blocked,
@@ -17,6 +17,7 @@ from moenv.models.plan import (
     Plan,
     PlanOptions,
     Rebuild,
+    Refresh,
     ServerLive,
     Step,
     Update,
@@ -70,12 +71,17 @@ def build_steps(desired: Desired, *, rebuild: bool, old_database: str | None = N
     return tuple(steps)
 
 
-def delete_steps(record: LedgerRecord) -> tuple[Step, ...]:
+def delete_steps(record: LedgerRecord, *, expire: bool = False) -> tuple[Step, ...]:
+    last = (
+        Step(kind="ledger_expire", detail=f"keep {record.name} in the ledger as expired")
+        if expire
+        else Step(kind="ledger_forget", detail=f"remove {record.name} from the ledger")
+    )
     return (
         Step(kind="ledger_begin", detail=f"mark {record.name} deleting"),
         Step(kind="drop_target", detail=f"DROP DATABASE {record.target_database}"),
         Step(kind="drop_leftovers", detail="drop staging leftovers, if any"),
-        Step(kind="ledger_forget", detail=f"remove {record.name} from the ledger"),
+        last,
     )
 
 
@@ -122,6 +128,86 @@ def _bookkeeping_changes(want: Desired, record: LedgerRecord) -> list[str]:
     return diff_specs(old_rest, new_rest) if old_rest != new_rest else []
 
 
+def expires_at(record: LedgerRecord, want: Desired | None) -> datetime | None:
+    """Creation + the ttl the manifest says now (an edited ttl applies at once); else the recorded expiry."""
+    if want is not None:
+        ttl = want.manifest.spec.ttl
+        return record.created_at + parse_duration(ttl) if ttl else None
+    return record.expires_at
+
+
+def refresh_due(record: LedgerRecord, want: Desired, now: datetime) -> datetime | None:
+    """When the last refresh was due, if a refresh is due now."""
+    refresh = want.manifest.spec.refresh
+    if refresh is None or record.status != "ready":
+        return None
+    due = (record.refreshed_at or record.created_at) + parse_duration(refresh.every)
+    return due if due <= now else None
+
+
+def delete_action(record: LedgerRecord, reasons: tuple[str, ...], *, expire: bool = False) -> Delete:
+    return Delete(
+        environment=record.name,
+        target_server=record.target_server,
+        target_database=record.target_database,
+        ledger_stamp=_stamp(record),
+        staging_database=record.staging_database,
+        reasons=reasons,
+        expire=expire,
+        steps=delete_steps(record, expire=expire),
+    )
+
+
+def _plan_environment(
+    want: Desired, record: LedgerRecord | None, live: Live, *, now: datetime, options: PlanOptions
+) -> Action | Blocked | None:
+    """The one action `want` needs (None: converged)."""
+    name = want.environment
+    common = {
+        "environment": name,
+        "target_server": want.target.server,
+        "target_database": want.target.database,
+        "ledger_stamp": _stamp(record),
+    }
+    expiry = expires_at(record, want) if record is not None else None
+    if record is not None and record.status == "expired":
+        if expiry is not None and expiry <= now:
+            return None  # stays expired: extend its ttl (or destroy it) to change that
+        check_target_is_free(want, live, adopt=False)
+        again = f"it expired at {record.expires_at:%Y-%m-%d %H:%M} and its ttl now runs to {expiry or 'no end'}"
+        return Create(**common, desired=want, reasons=(again,), steps=build_steps(want, rebuild=False))
+    if record is None:
+        if check_target_is_free(want, live, adopt=options.adopt):
+            adopting = f"adopting the existing database {want.target.database} (--adopt)"
+            steps = build_steps(want, rebuild=True)
+            return Rebuild(**common, desired=want, adopt=True, reasons=(adopting,), steps=steps)
+        return Create(**common, desired=want, reasons=("not created yet",), steps=build_steps(want, rebuild=False))
+    if expiry is not None and expiry <= now:
+        why = (f"expired at {expiry:%Y-%m-%d %H:%M} UTC (ttl {want.manifest.spec.ttl})",)
+        if protected(want, record) and not options.force:
+            return Blocked(environment=name, op="delete", reasons=(*why, "protect: true (use --force)"))
+        return delete_action(record, why, expire=True)
+    old_database = record.target_database if record.target_database != want.target.database else None
+    if old_database is not None:
+        check_target_is_free(want, live, adopt=False)
+    if reasons := rebuild_reasons(want, record, live.servers.get(want.target.server)):
+        if protected(want, record) and not options.force:
+            return Blocked(environment=name, op="rebuild", reasons=(*reasons, "protect: true (use --force)"))
+        steps = build_steps(want, rebuild=True, old_database=old_database)
+        return Rebuild(**common, desired=want, old_database=old_database, reasons=tuple(reasons), steps=steps)
+    if due := refresh_due(record, want, now):
+        every = want.manifest.spec.refresh.every if want.manifest.spec.refresh else "?"
+        last = record.refreshed_at or record.created_at
+        due_text = (
+            f"refresh every {every}: last refreshed {last:%Y-%m-%d %H:%M} UTC, due since {due:%Y-%m-%d %H:%M} UTC"
+        )
+        return Refresh(**common, desired=want, reasons=(due_text,), steps=build_steps(want, rebuild=True))
+    if changes := _bookkeeping_changes(want, record):
+        step = Step(kind="ledger_update", detail="update labels, description and lifecycle fields")
+        return Update(**common, desired=want, reasons=tuple(changes), steps=(step,))
+    return None
+
+
 def build_plan(
     desired: Mapping[str, Desired],
     live: Live,
@@ -136,80 +222,27 @@ def build_plan(
     blocked: list[Blocked] = []
     for name, want in sorted(desired.items()):
         check_target_is_not_a_source(want, desired, live)
-        record = live.record(name)
-        server = live.servers.get(want.target.server)
-        common = {
-            "environment": name,
-            "target_server": want.target.server,
-            "target_database": want.target.database,
-            "ledger_stamp": _stamp(record),
-        }
-        if record is None:
-            if check_target_is_free(want, live, adopt=options.adopt):
-                actions.append(
-                    Rebuild(
-                        **common,
-                        desired=want,
-                        adopt=True,
-                        reasons=(f"adopting the existing database {want.target.database} (--adopt)",),
-                        steps=build_steps(want, rebuild=True),
-                    )
-                )
-            else:
-                actions.append(
-                    Create(**common, desired=want, reasons=("not created yet",), steps=build_steps(want, rebuild=False))
-                )
-            continue
-        old_database = record.target_database if record.target_database != want.target.database else None
-        if old_database is not None:
-            check_target_is_free(want, live, adopt=False)
-        if reasons := rebuild_reasons(want, record, server):
-            if protected(want, record) and not options.force:
-                blocked.append(
-                    Blocked(environment=name, op="rebuild", reasons=(*reasons, "protect: true (use --force)"))
-                )
-                continue
-            actions.append(
-                Rebuild(
-                    **common,
-                    desired=want,
-                    old_database=old_database,
-                    reasons=tuple(reasons),
-                    steps=build_steps(want, rebuild=True, old_database=old_database),
-                )
-            )
-        elif changes := _bookkeeping_changes(want, record):
-            actions.append(
-                Update(
-                    **common,
-                    desired=want,
-                    reasons=tuple(changes),
-                    steps=(Step(kind="ledger_update", detail="update labels, description and lifecycle fields"),),
-                )
-            )
-        else:
+        outcome = _plan_environment(want, live.record(name), live, now=now, options=options)
+        if outcome is None:
             unchanged.append(name)
-    if options.prune:
-        for record in sorted(live.records(), key=lambda r: r.name):
-            if record.name in desired:
-                continue
-            why = (f"{record.name} is in the ledger but in no loaded manifest (--prune)",)
-            if record.protect and not options.force:
-                blocked.append(
-                    Blocked(environment=record.name, op="delete", reasons=(*why, "protect: true (use --force)"))
-                )
-                continue
-            actions.append(
-                Delete(
-                    environment=record.name,
-                    target_server=record.target_server,
-                    target_database=record.target_database,
-                    ledger_stamp=_stamp(record),
-                    staging_database=record.staging_database,
-                    reasons=why,
-                    steps=delete_steps(record),
-                )
-            )
+        elif isinstance(outcome, Blocked):
+            blocked.append(outcome)
+        else:
+            actions.append(outcome)
+    for record in sorted(live.records(), key=lambda r: r.name):
+        if record.name in desired:
+            continue
+        if options.prune:
+            why: tuple[str, ...] = (f"{record.name} is in the ledger but in no loaded manifest (--prune)",)
+        elif record.status != "expired" and record.expires_at is not None and record.expires_at <= now:
+            why = (f"expired at {record.expires_at:%Y-%m-%d %H:%M} UTC",)
+        else:
+            continue
+        if record.protect and not options.force:
+            blocked.append(Blocked(environment=record.name, op="delete", reasons=(*why, "protect: true (use --force)")))
+            continue
+        expire = not options.prune and record.status != "expired"
+        actions.append(delete_action(record, why, expire=expire))
     check_deletes(actions, options)
     return Plan(
         created_at=now,

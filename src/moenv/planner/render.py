@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from moenv.models.plan import Action, Create, Delete, Plan, Rebuild, Refresh, Update
 
-SYMBOL = {"create": "+", "rebuild": "~", "refresh": "↻", "update": "≈", "delete": "-"}
-ORDER = ("create", "rebuild", "refresh", "update", "delete")
+SYMBOL = {"create": "+", "rebuild": "~", "refresh": "↻", "update": "≈", "delete": "-", "cleanup": "×"}
+ORDER = ("create", "rebuild", "refresh", "update", "delete", "cleanup")
 
 
 def render_summary(plan: Plan) -> str:
     counts = {op: sum(1 for a in plan.actions if a.op == op) for op in ORDER}
-    parts = [f"{counts[op]} to {op}" for op in ORDER]
+    parts = [f"{counts[op]} to {op}" for op in ORDER if op != "cleanup" or counts[op]]
     text = f"Plan: {', '.join(parts)}; {len(plan.unchanged)} unchanged"
     if plan.blocked:
         text += f"; {len(plan.blocked)} blocked"
