@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -126,10 +126,19 @@ def plan_manifests(
     options: PlanOptions | None = None,
     now: datetime | None = None,
 ) -> Plan:
-    opts = options or PlanOptions()
-    desired = resolve(manifests, config)
-    live = read_live(config, desired, all_servers=opts.prune)
-    return build_plan(desired, live, now=now or datetime.now(UTC), options=opts)
+    opts = replace(options or PlanOptions(), quotas=config.quotas)
+    selector = opts.selector
+    names = {m.name for m in manifests}
+    unknown = sorted(selector.only - names)
+    if unknown and not opts.prune:
+        raise ConflictError(
+            f"--only names {', '.join(unknown)}, which no loaded manifest defines",
+            hint=f"loaded: {', '.join(sorted(names)) or 'none'}",
+        )
+    chosen = [m for m in manifests if selector.matches(m.name, m.spec.metadata.labels)]
+    desired = resolve(chosen, config)
+    live = read_live(config, desired, all_servers=opts.prune or bool(opts.quotas.servers))
+    return build_plan(desired, live, now=now or datetime.now(UTC), options=opts, declared=frozenset(names))
 
 
 def apply(

@@ -31,7 +31,7 @@ from moenv.errors import ConflictError, ManifestError, MoenvError, Problem
 from moenv.manifest.loader import load_variables
 from moenv.manifest.schema_export import write_schema
 from moenv.models.config import Config
-from moenv.models.plan import Plan, PlanOptions
+from moenv.models.plan import Plan, PlanOptions, Selector
 from moenv.planner.render import render_json, render_text
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,7 +80,26 @@ def plan_options(func: F) -> F:
     func = click.option(
         "--adopt", is_flag=True, help="Take over existing target databases moenv does not own (replacing them)."
     )(func)
+    func = click.option("--only", "only", multiple=True, metavar="ENV", help="Only these environments (repeatable).")(
+        func
+    )
+    func = click.option(
+        "-l", "--label", "labels", multiple=True, metavar="KEY=VALUE", help="Only environments with this label."
+    )(func)
     return click.option("--max-deletes", type=click.IntRange(min=0), help="Refuse plans deleting more than N.")(func)
+
+
+def _options(
+    prune: bool, force: bool, adopt: bool, max_deletes: int | None, only: tuple[str, ...], labels: tuple[str, ...]
+) -> PlanOptions:
+    pairs = []
+    for text in labels:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--label")
+        pairs.append((key, value))
+    selector = Selector(only=frozenset(only), labels=tuple(pairs))
+    return PlanOptions(prune=prune, force=force, adopt=adopt, max_deletes=max_deletes, selector=selector)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -158,13 +177,15 @@ def plan(
     force: bool,
     adopt: bool,
     max_deletes: int | None,
+    only: tuple[str, ...],
+    labels: tuple[str, ...],
     out: Path | None,
     as_json: bool,
     steps: bool,
     detailed_exitcode: bool,
 ) -> None:
     """Show what `moenv apply` would do."""
-    options = PlanOptions(prune=prune, force=force, adopt=adopt, max_deletes=max_deletes)
+    options = _options(prune, force, adopt, max_deletes, only, labels)
     result = _plan(state, paths, load_variables(var_pairs, var_files), options)
     click.echo(render_json(result) if as_json else render_text(result, steps=steps))
     if out is not None:
@@ -232,6 +253,8 @@ def apply(
     force: bool,
     adopt: bool,
     max_deletes: int | None,
+    only: tuple[str, ...],
+    labels: tuple[str, ...],
     yes: bool,
 ) -> None:
     """Make the servers match the manifests (or apply a saved plan.json exactly)."""
@@ -240,7 +263,7 @@ def apply(
         click.echo(render_text(saved))
         _run(state, saved, yes=yes, check_revisions=True)
         return
-    options = PlanOptions(prune=prune, force=force, adopt=adopt, max_deletes=max_deletes)
+    options = _options(prune, force, adopt, max_deletes, only, labels)
     result = _plan(state, paths, load_variables(var_pairs, var_files), options)
     click.echo(render_text(result))
     _run(state, result, yes=yes, check_revisions=False)

@@ -105,8 +105,15 @@ def adapt_create_table(
             tail = lines[index:]
             break
         text = line.rstrip(",")
-        if excluded and (column := _COLUMN_LINE.match(text)):
-            if column.group(1).replace("``", "`").lower() in excluded:
+        if column := _COLUMN_LINE.match(text):
+            name = column.group(1).replace("``", "`").lower()
+            if name in excluded:
+                continue
+            check = text.rfind(" CHECK (")
+            if check > 0 and (not constraints or _mentions(text[check:], excluded, skip_first=False)):
+                text = text[:check]  # MariaDB prints a column's CHECK inline, last
+            if " GENERATED ALWAYS AS " in text and _mentions(text, excluded):
+                excluded.add(name)  # computed from a column that is not copied: it goes too
                 continue
         elif excluded and _mentions(text, excluded):
             continue  # an index or check on a column that is not copied
@@ -127,11 +134,11 @@ def adapt_create_table(
     return head + "\n" + ",\n".join(body) + "\n" + closing
 
 
-def _mentions(text: str, columns: set[str]) -> bool:
+def _mentions(text: str, columns: set[str], *, skip_first: bool = True) -> bool:
     body = text.split(" REFERENCES ", maxsplit=1)[0]
     names = _NAMES_IN_LINE.findall(body)
-    if not body.lstrip().startswith("PRIMARY KEY"):
-        names = names[1:]  # the first name is the index's or the constraint's own
+    if skip_first and not body.lstrip().startswith("PRIMARY KEY"):
+        names = names[1:]  # the first name is the column's, the index's or the constraint's own
     return any(name.replace("``", "`").lower() in columns for name in names)
 
 

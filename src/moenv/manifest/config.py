@@ -11,12 +11,12 @@ from typing import Any
 import yaml
 
 from moenv.errors import ConfigError, Problem
-from moenv.models.config import DEFAULT_LEDGER, Config, Server
+from moenv.models.config import DEFAULT_LEDGER, Config, Quotas, Server, ServerQuota
 from moenv.models.manifest import check_name
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 CONFIG_NAMES = ("moenv.yaml", "moenv.yml")
-_KEYS = {"servers", "ledger", "salt", "lock_timeout"}
+_KEYS = {"servers", "ledger", "salt", "lock_timeout", "quotas"}
 
 
 def _expand(text: str, env: Mapping[str, str], path: Path, what: str) -> str:
@@ -50,9 +50,10 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
     ledger = environ.get("MOENV_LEDGER", DEFAULT_LEDGER)
     salt = environ.get("MOENV_SALT") or None
     lock_timeout = 30.0
+    data: Any = {}
     if path is not None:
         try:
-            data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(Problem(f"cannot read: {exc}", path)) from exc
         except yaml.MarkedYAMLError as exc:
@@ -84,4 +85,42 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
         check_name(ledger)
     except ValueError as exc:
         raise ConfigError(Problem(f"ledger database: {exc}", path)) from exc
-    return Config(servers=servers, ledger_database=ledger, salt=salt, lock_timeout=lock_timeout)
+    quotas = _quotas(data.get("quotas") if path is not None else None, path, set(servers))
+    return Config(servers=servers, ledger_database=ledger, salt=salt, lock_timeout=lock_timeout, quotas=quotas)
+
+
+def _count(value: object, path: Path | None, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(Problem("must be a whole number ≥ 0", path, None, field))
+    return value
+
+
+def _quotas(data: object, path: Path | None, servers: set[str]) -> Quotas:
+    """quotas: {max_environments: {LABEL: N}, servers: {NAME: {max_rows: N, max_bytes: N}}}"""
+    if data is None:
+        return Quotas()
+    if not isinstance(data, dict) or set(data) - {"max_environments", "servers"}:
+        raise ConfigError(
+            Problem(
+                "expected {max_environments: {label: N}, servers: {name: {max_rows, max_bytes}}}", path, None, "quotas"
+            )
+        )
+    per_label = data.get("max_environments") or {}
+    if not isinstance(per_label, dict):
+        raise ConfigError(Problem("expected {label: N}", path, None, "quotas.max_environments"))
+    limits = {str(k): _count(v, path, f"quotas.max_environments.{k}") for k, v in per_label.items()}
+    per_server: dict[str, ServerQuota] = {}
+    raw_servers = data.get("servers") or {}
+    if not isinstance(raw_servers, dict):
+        raise ConfigError(Problem("expected {server: {max_rows, max_bytes}}", path, None, "quotas.servers"))
+    for name, body in raw_servers.items():
+        field = f"quotas.servers.{name}"
+        if name not in servers and name != "default":
+            raise ConfigError(Problem(f"unknown server {name!r}", path, None, field))
+        if not isinstance(body, dict) or set(body) - {"max_rows", "max_bytes"}:
+            raise ConfigError(Problem("expected {max_rows: N, max_bytes: N}", path, None, field))
+        per_server[str(name)] = ServerQuota(
+            max_rows=_count(body["max_rows"], path, f"{field}.max_rows") if "max_rows" in body else None,
+            max_bytes=_count(body["max_bytes"], path, f"{field}.max_bytes") if "max_bytes" in body else None,
+        )
+    return Quotas(max_environments=limits, servers=per_server)

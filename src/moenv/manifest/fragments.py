@@ -117,12 +117,12 @@ class Fragment:
     columns: frozenset[str]  # columns referenced outside subqueries, lower-cased (not moenv helpers)
     sql: str  # MySQL/MariaDB SQL, helpers compiled, identifiers quoted; see the module docstring
     tables: frozenset[str] = frozenset()  # unqualified tables read by subqueries, as written
-    helpers: frozenset[str] = frozenset()  # moenv helpers used: non-empty means @moenv_salt is read
+    helpers: frozenset[str] = frozenset()  # the moenv helpers it uses
 
     @property
     def needs_salt(self) -> bool:
         """True when the session copying with this fragment must set `@moenv_salt` first."""
-        return bool(self.helpers)
+        return any(_HELPERS[name].salted for name in self.helpers)
 
 
 def parse_fragment(text: str, *, kind: FragmentKind) -> Fragment:
@@ -205,6 +205,7 @@ class _Helper:
     params: tuple[str, ...]  # after the value: names of integer-literal parameters
     doc: str
     build: Callable[[Sequence[int]], str]
+    salted: bool = True
 
 
 _HELPERS: Final[Mapping[str, _Helper]] = MappingProxyType(
@@ -235,6 +236,7 @@ _HELPERS: Final[Mapping[str, _Helper]] = MappingProxyType(
             ("n",),
             "keeps the last n characters and replaces the others with 'x' (n a literal >= 0)",
             _build_keep_last,
+            salted=False,
         ),
         "number": _Helper(
             ("lo", "hi"),
@@ -268,6 +270,7 @@ _SIMPLE: Final = (exp.Column, exp.Literal, exp.Paren, exp.Null, exp.Boolean)
 _QUERIES: Final = (exp.Query, exp.Values)
 _ALLOWED_SUBQUERY_PARENTS: Final = {exp.In: "query", exp.Exists: "this", exp.Any: "this", exp.All: "this"}
 _DIGITS: Final = re.compile(r"\d+")
+_NAMING_PARENTS: Final = (exp.Column, exp.Dot, exp.Anonymous, exp.Collate)
 _UNFAITHFUL: Final = "cannot be re-emitted faithfully as MySQL; please simplify it"
 # Aggregates sqlglot does not know (it reads them as plain functions).
 _AGGREGATE_NAMES: Final = frozenset({"JSON_ARRAYAGG"})
@@ -313,7 +316,7 @@ def _compile(text: object, kind: FragmentKind, *, database: str | None) -> Fragm
     try:
         tree = _parse(text)
         _read_keywords(tree)
-        inner = _unwrap(tree)
+        inner = _unwrap(tree, kind)
         helpers = _check(inner, kind)
         columns = frozenset(
             node.name.lower() for node, in_query in _walk(inner) if isinstance(node, exp.Column) and not in_query
@@ -419,6 +422,11 @@ def _parse(text: str) -> exp.Expr:
         raise FragmentError(_parse_problem(text, tokens[1:-1], exc)) from exc
     if tree is None:
         raise FragmentError("contains no expression")
+    if isinstance(tree, exp.Paren) and isinstance(tree.this, (exp.Alias, exp.Aliases)):
+        # `TRUNCATE t` reads as the column TRUNCATE aliased t.
+        statement = _statement_problem(tokens[1:-1])
+        if statement:
+            raise FragmentError(statement)
     return tree
 
 
@@ -434,13 +442,20 @@ def _reparse(sql: str) -> exp.Expr:
     return tree.this
 
 
-def _parse_problem(text: str, tokens: Sequence[Token], exc: ParseError) -> str:
+def _statement_problem(tokens: Sequence[Token]) -> str | None:
     first = tokens[0]
     word = first.text.upper()
     if first.token_type != TokenType.IDENTIFIER and word in _STATEMENT_WORDS:
         follows_paren = len(tokens) > 1 and tokens[1].token_type == TokenType.L_PAREN
         if word in _ALWAYS_STATEMENTS or not follows_paren:
             return f"must be an expression, not a statement ({word} …)"
+    return None
+
+
+def _parse_problem(text: str, tokens: Sequence[Token], exc: ParseError) -> str:
+    statement = _statement_problem(tokens)
+    if statement:
+        return statement
     depth = 0
     for token in tokens:
         depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(token.token_type, 0)
@@ -460,8 +475,10 @@ def _parse_problem(text: str, tokens: Sequence[Token], exc: ParseError) -> str:
     return f"is not valid SQL: {description}{where}"
 
 
-def _unwrap(tree: exp.Expr) -> exp.Expr:
+def _unwrap(tree: exp.Expr, kind: FragmentKind) -> exp.Expr:
     """The user's expression inside the parentheses `_wrapped` added."""
+    if isinstance(tree, exp.Subquery) and isinstance(tree.this, exp.Subquery):
+        _check_subquery_position(tree.this, kind)  # `(SELECT …)`: a subquery where none may be
     if isinstance(tree, _QUERIES):
         raise FragmentError("must be an expression, not a statement or query")
     if isinstance(tree, exp.Tuple):
@@ -540,6 +557,9 @@ def _check_anywhere(node: exp.Expr) -> None:
         raise FragmentError("variables (@x, @@x, :=) are not allowed; moenv.* helpers use the salt for you")
     if isinstance(node, exp.Placeholder):
         raise FragmentError("placeholders (?, :name) are not allowed")
+    if isinstance(node, exp.Lambda):
+        # sqlglot reads `col->'$.a'` inside a call as a lambda, hiding the column it reads.
+        raise FragmentError("-> inside a function call is not supported; write JSON_EXTRACT(col, path)")
     if isinstance(node, exp.Func) and not isinstance(node.parent, exp.Dot):
         forbidden = _function_names(node) & FORBIDDEN_FUNCTIONS
         if forbidden:
@@ -551,6 +571,9 @@ def _check_anywhere(node: exp.Expr) -> None:
 
 
 def _check_outside_subquery(node: exp.Expr) -> None:
+    if isinstance(node, exp.Identifier) and not isinstance(node.parent, _NAMING_PARENTS):
+        # A bare name sqlglot did not read as a column may still be one for the server.
+        raise FragmentError(f"cannot tell what {node.name} is here")
     if isinstance(node, exp.Column):
         if node.table:
             qualifier = node.table

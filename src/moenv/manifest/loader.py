@@ -134,6 +134,7 @@ def load_manifests(
 ) -> list[LoadedManifest]:
     """Load, render and validate every environment in `paths`; raise one ManifestError with all problems."""
     problems: list[Problem] = []
+    hints: list[str] = []
     loaded: list[LoadedManifest] = []
     render_env = dict(os.environ if env is None else env)
     moment = now or datetime.now(UTC)
@@ -148,6 +149,8 @@ def load_manifests(
             documents = _documents(path, rendered)
         except ManifestError as exc:
             problems += exc.problems
+            if exc.hint and exc.hint not in hints:
+                hints.append(exc.hint)
             continue
         for data, lines, first in documents:
             if not isinstance(data, dict):
@@ -173,7 +176,7 @@ def load_manifests(
             )
         seen[manifest.name] = manifest
     if problems:
-        raise ManifestError(problems)
+        raise ManifestError(problems, hint="; ".join(hints) or None)
     return loaded
 
 

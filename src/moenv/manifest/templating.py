@@ -15,8 +15,10 @@ from moenv.errors import ManifestError, Problem
 
 
 def _environment(name: str, source: str) -> jinja2.sandbox.SandboxedEnvironment:
+    # FunctionLoader, not DictLoader: the template's filename must be `name`, so that the
+    # frames of a render error carry it and `_template_line` finds the template's line.
     return jinja2.sandbox.SandboxedEnvironment(
-        loader=jinja2.DictLoader({name: source}),
+        loader=jinja2.FunctionLoader(lambda wanted: (source, name, lambda: True) if wanted == name else None),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -45,7 +47,7 @@ def render_template(
     except jinja2.TemplateSyntaxError as exc:
         raise ManifestError(Problem(f"template syntax: {exc.message}", path, exc.lineno, None)) from exc
     except jinja2.UndefinedError as exc:
-        hint = "pass it with --var NAME=VALUE or --var-file" if "vars" in str(exc.message) else None
+        hint = "vars.NAME comes from --var NAME=VALUE or --var-file; env.NAME from the environment"
         raise ManifestError(
             Problem(f"template: {exc.message}", path, _template_line(exc, name), None), hint=hint
         ) from exc

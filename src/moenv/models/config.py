@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -63,6 +64,21 @@ class Server:
 
 
 @dataclass(frozen=True)
+class ServerQuota:
+    max_rows: int | None = None
+    max_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Limits from moenv.yaml that a plan must respect."""
+
+    max_environments: Mapping[str, int] = field(default_factory=dict)
+    """Label key → at most this many environments per value of that label."""
+    servers: Mapping[str, ServerQuota] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything moenv needs besides the manifests."""
 
@@ -70,6 +86,7 @@ class Config:
     ledger_database: str = DEFAULT_LEDGER
     salt: str | None = field(default=None, repr=False)
     lock_timeout: float = 30.0
+    quotas: Quotas = field(default_factory=Quotas)
 
     def server(self, name: str) -> Server:
         try:

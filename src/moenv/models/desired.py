@@ -68,6 +68,7 @@ class TableCopy(_Value):
     """Foreign keys of the source not created in the target (their reason is in `notes`)."""
     notes: tuple[str, ...] = ()
     estimated_rows: int | None = None
+    estimated_bytes: int | None = None
 
 
 class ViewCopy(_Value):

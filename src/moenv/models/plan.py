@@ -6,6 +6,7 @@ all the executor needs, and the ledger revisions it was made against (stale-plan
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal
@@ -13,6 +14,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moenv.models.catalog import Catalog
+from moenv.models.config import Quotas
 from moenv.models.desired import Desired
 from moenv.models.ledger import LedgerRecord, LedgerState
 
@@ -170,8 +172,27 @@ class Live:
 
 
 @dataclass(frozen=True)
+class Selector:
+    """`--only NAME...` and `-l key=value`: which environments a plan may touch (empty: all)."""
+
+    only: frozenset[str] = frozenset()
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, name: str, labels: Mapping[str, str]) -> bool:
+        if self.only and name not in self.only:
+            return False
+        return all(labels.get(key) == value for key, value in self.labels)
+
+    @property
+    def everything(self) -> bool:
+        return not self.only and not self.labels
+
+
+@dataclass(frozen=True)
 class PlanOptions:
     prune: bool = False
     force: bool = False
     adopt: bool = False
     max_deletes: int | None = None
+    selector: Selector = field(default_factory=Selector)
+    quotas: Quotas = field(default_factory=Quotas)

@@ -26,6 +26,7 @@ from moenv.planner.diff import diff_specs
 from moenv.planner.policy import (
     check_deletes,
     check_prune,
+    check_quotas,
     check_target_is_free,
     check_target_is_not_a_source,
     protected,
@@ -93,7 +94,9 @@ def rebuild_reasons(want: Desired, record: LedgerRecord, server: ServerLive | No
     if record.spec and record.spec_hash != want.spec_hash:
         old = {k: v for k, v in (record.spec.get("spec") or {}).items() if k in CONTENT_FIELDS}
         changes = diff_specs(old, want.manifest.content())
-        reasons += changes or ["the spec changed"]
+        # A changed spec changes the table set, so fingerprints and target tables differ too:
+        # those differences are its consequences, not drift of their own.
+        return reasons + (changes or ["the spec changed"])
     if record.source_fingerprint and record.source_fingerprint != want.source_fingerprint:
         reasons.append(f"the source schema of {want.source} changed since the last copy")
     if record.status == "ready" and server is not None:
@@ -120,12 +123,10 @@ def target_drift(want: Desired, record: LedgerRecord, server: ServerLive) -> lis
 def _bookkeeping_changes(want: Desired, record: LedgerRecord) -> list[str]:
     old = dict(record.spec)
     new = want.manifest.model_dump(mode="json", by_alias=True)
-    old_rest = {
-        "metadata": old.get("metadata", {}),
-        **{k: v for k, v in (old.get("spec") or {}).items() if k not in CONTENT_FIELDS},
-    }
-    new_rest = {"metadata": new["metadata"], **{k: v for k, v in new["spec"].items() if k not in CONTENT_FIELDS}}
-    return diff_specs(old_rest, new_rest) if old_rest != new_rest else []
+    old_rest = {k: v for k, v in (old.get("spec") or {}).items() if k not in CONTENT_FIELDS}
+    new_rest = {k: v for k, v in new["spec"].items() if k not in CONTENT_FIELDS}
+    changes = diff_specs(old.get("metadata") or {}, new["metadata"], root="metadata")
+    return changes + diff_specs(old_rest, new_rest)
 
 
 def expires_at(record: LedgerRecord, want: Desired | None) -> datetime | None:
@@ -214,9 +215,15 @@ def build_plan(
     *,
     now: datetime,
     options: PlanOptions,
+    declared: frozenset[str] | None = None,
 ) -> Plan:
-    """The actions that make `live` match `desired`, each with its reasons; safety rules enforced here."""
-    check_prune(desired, options)
+    """The actions that make `live` match `desired`, each with its reasons; safety rules enforced here.
+
+    `desired` holds the selected environments (`options.selector`); `declared` names every loaded
+    one, so that an environment left out by a selector is never taken for one to prune.
+    """
+    known = set(desired) | set(declared or ())
+    check_prune(known, options)
     actions: list[Action] = []
     unchanged: list[str] = []
     blocked: list[Blocked] = []
@@ -230,7 +237,10 @@ def build_plan(
         else:
             actions.append(outcome)
     for record in sorted(live.records(), key=lambda r: r.name):
-        if record.name in desired:
+        if record.name in known:
+            continue
+        record_labels = (record.spec.get("metadata") or {}).get("labels") or {}
+        if not options.selector.matches(record.name, record_labels):
             continue
         if options.prune:
             why: tuple[str, ...] = (f"{record.name} is in the ledger but in no loaded manifest (--prune)",)
@@ -244,6 +254,7 @@ def build_plan(
         expire = not options.prune and record.status != "expired"
         actions.append(delete_action(record, why, expire=expire))
     check_deletes(actions, options)
+    check_quotas(actions, desired, live, options)
     return Plan(
         created_at=now,
         actions=tuple(actions),

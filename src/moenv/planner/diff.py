@@ -9,8 +9,8 @@ from typing import Any
 from deepdiff import DeepDiff
 
 
-def _path(parts: list[Any]) -> str:
-    out = "spec"
+def _path(parts: list[Any], root: str = "spec") -> str:
+    out = root
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else f".{part}"
     return out
@@ -22,23 +22,23 @@ def _show(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def diff_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def diff_specs(old: Mapping[str, Any], new: Mapping[str, Any], *, root: str = "spec") -> list[str]:
     """`field: old → new` for every change (added and removed fields included), sorted."""
     diff = DeepDiff(dict(old), dict(new), ignore_order=False, verbose_level=2)
     lines: list[str] = []
     for key in ("values_changed", "type_changes"):
         for item in diff.tree.get(key, []):
-            lines.append(f"{_path(item.path(output_format='list'))}: {_show(item.t1)} → {_show(item.t2)}")
+            lines.append(f"{_path(item.path(output_format='list'), root)}: {_show(item.t1)} → {_show(item.t2)}")
     for item in diff.tree.get("dictionary_item_added", []):
-        lines.append(f"{_path(item.path(output_format='list'))}: (unset) → {_show(item.t2)}")
+        lines.append(f"{_path(item.path(output_format='list'), root)}: (unset) → {_show(item.t2)}")
     for item in diff.tree.get("dictionary_item_removed", []):
-        lines.append(f"{_path(item.path(output_format='list'))}: {_show(item.t1)} → (unset)")
+        lines.append(f"{_path(item.path(output_format='list'), root)}: {_show(item.t1)} → (unset)")
     for key in ("iterable_item_added", "iterable_item_removed"):
         for item in diff.tree.get(key, []):
             parent = item.path(output_format="list")[:-1]
             before = _lookup(old, parent)
             after = _lookup(new, parent)
-            line = f"{_path(parent)}: {_show(before)} → {_show(after)}"
+            line = f"{_path(parent, root)}: {_show(before)} → {_show(after)}"
             if line not in lines:
                 lines.append(line)
     return sorted(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from moenv.errors import ConflictError
 from moenv.models.desired import Desired
@@ -12,8 +12,9 @@ from moenv.models.plan import Action, Delete, Live, PlanOptions
 _SYSTEM = {"mysql", "information_schema", "performance_schema", "sys", "mo_catalog", "system", "system_metrics"}
 
 
-def check_prune(desired: Mapping[str, Desired], options: PlanOptions) -> None:
-    if options.prune and not desired:
+def check_prune(loaded: Collection[str], options: PlanOptions) -> None:
+    """`loaded`: every environment of the manifests given, selected or not."""
+    if options.prune and not loaded:
         raise ConflictError(
             "--prune with no environments loaded would delete every environment moenv owns; refused",
             hint="check the paths given: an empty checkout or a wrong directory must not delete everything",
@@ -79,3 +80,56 @@ def check_target_is_free(want: Desired, live: Live, *, adopt: bool) -> bool:
 
 def protected(want: Desired | None, record: LedgerRecord) -> bool:
     return record.protect or (want is not None and want.manifest.spec.protect)
+
+
+def check_quotas(actions: Sequence[Action], desired: Mapping[str, Desired], live: Live, options: PlanOptions) -> None:
+    """Refuse a plan that grows past the quotas of moenv.yaml; the error gives the figures.
+
+    Counted: every environment that exists after the plan — the loaded ones (their estimated
+    rows and bytes) and the ledger's others (their copied rows; their bytes are not recorded).
+    Only plans that create, rebuild or refresh something are checked: a quota never blocks a delete.
+    """
+    quotas = options.quotas
+    growing = [a for a in actions if a.op in {"create", "rebuild", "refresh"}]
+    if not growing or (not quotas.max_environments and not quotas.servers):
+        return
+    deleted = {a.environment for a in actions if isinstance(a, Delete)}
+    labels: dict[str, dict[str, str]] = {}
+    rows: dict[str, int] = {}
+    size: dict[str, int] = {}
+    servers: dict[str, str] = {}
+    for name, want in desired.items():
+        labels[name] = dict(want.manifest.metadata.labels)
+        rows[name] = sum(t.estimated_rows or 0 for t in want.tables)
+        size[name] = sum(t.estimated_bytes or 0 for t in want.tables)
+        servers[name] = want.target.server
+    for record in live.records():
+        if record.name in desired or record.status == "expired":
+            continue
+        labels[record.name] = dict((record.spec.get("metadata") or {}).get("labels") or {})
+        rows[record.name] = record.rows_copied
+        size[record.name] = 0
+        servers[record.name] = record.target_server
+    alive = [n for n in labels if n not in deleted]
+    problems: list[str] = []
+    for key, limit in sorted(quotas.max_environments.items()):
+        counts: dict[str, list[str]] = {}
+        for name in alive:
+            if key in labels[name]:
+                counts.setdefault(labels[name][key], []).append(name)
+        for value, names in sorted(counts.items()):
+            if len(names) > limit:
+                problems.append(f"{len(names)} environments labelled {key}={value}, quota {limit}")
+    for server, quota in sorted(quotas.servers.items()):
+        on_server = [n for n in alive if servers[n] == server]
+        total_rows = sum(rows[n] for n in on_server)
+        total_bytes = sum(size[n] for n in on_server)
+        if quota.max_rows is not None and total_rows > quota.max_rows:
+            problems.append(f"~{total_rows:,} rows on server {server}, quota {quota.max_rows:,}")
+        if quota.max_bytes is not None and total_bytes > quota.max_bytes:
+            problems.append(f"~{total_bytes:,} bytes on server {server}, quota {quota.max_bytes:,}")
+    if problems:
+        raise ConflictError(
+            "the plan exceeds the quotas of moenv.yaml: " + "; ".join(problems),
+            hint="delete environments you no longer need, or raise the quota in moenv.yaml",
+        )

@@ -418,6 +418,7 @@ def _table_copy(
         dropped_foreign_keys=tuple(dropped) if body.constraints else (),
         notes=tuple(notes) if body.constraints else (),
         estimated_rows=table.rows_estimate if with_data else 0,
+        estimated_bytes=table.data_bytes if with_data else 0,
     )
 
 
