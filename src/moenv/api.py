@@ -6,18 +6,20 @@ desired → (live state) plan → apply. Nothing here prints.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from moenv.errors import ConfigError, ConflictError, ManifestError, MoenvError, Problem
+from moenv.errors import ConfigError, ConflictError, DatabaseError, ManifestError, MoenvError, Problem
 from moenv.executor.apply import ApplyResult, Clock, apply_plan, utc_now
 from moenv.executor.report import Reporter
-from moenv.live.catalog import read_catalogs, read_databases
+from moenv.live.catalog import read_catalogs, read_databases, read_target_shapes
 from moenv.live.connection import connect
 from moenv.live.ledger import read_busy, read_events, read_ledger
+from moenv.live.matrixone import read_moenv_snapshots
 from moenv.manifest.config import find_config, load_config
 from moenv.manifest.loader import LoadedManifest, load_manifests
 from moenv.models.catalog import Catalog
@@ -98,10 +100,10 @@ def read_live(
             ledger = read_ledger(conn, config.ledger_database)
             databases = read_databases(conn)
             targets = {d.target.database for d in desired.values() if d.target.server == name}
-            targets |= {r.target_database for r in ledger.records.values()}
-            catalogs = read_catalogs(conn, sorted(targets & databases))
-            busy = read_busy(conn, [r.name for r in ledger.records.values() if r.status in {"building", "deleting"}])
-        states[name] = ServerLive(name, ledger, databases, catalogs, busy)
+            shapes = read_target_shapes(conn, sorted(targets & databases))
+            running = [r.name for r in ledger.records.values() if r.status in {"building", "deleting"}]
+            busy = read_busy(conn, running, config.ledger_database)
+        states[name] = ServerLive(name, ledger, databases, shapes, busy)
     return Live(states, config.ledger_database)
 
 
@@ -213,8 +215,16 @@ def history(config: Config, environment: str | None = None, limit: int = 50) -> 
 
 def gc_plan(config: Config, *, options: PlanOptions | None = None, now: datetime | None = None) -> Plan:
     """Expired environments and leftovers of interrupted applies, on every configured server."""
+    # MatrixOne: moenv's snapshots, listed before the ledgers, so each one's record is in them.
+    snapshots: dict[str, list[str]] = {}
+    for name in sorted(config.servers):
+        with connect(config.server(name), read_only=True) as conn:
+            # a server whose mo_snapshots this user may not read (a read-only source) holds none of moenv's
+            if conn.engine.kind == "matrixone":
+                with contextlib.suppress(DatabaseError):
+                    snapshots[name] = read_moenv_snapshots(conn, config.ledger_database)
     live = read_live(config, {}, all_servers=True)
-    return build_gc_plan(live, now=now or datetime.now(UTC), options=options or PlanOptions())
+    return build_gc_plan(live, now=now or datetime.now(UTC), options=options or PlanOptions(), snapshots=snapshots)
 
 
 def refresh_plan(config: Config, environment: str, *, paths: Sequence[Path] = (), now: datetime | None = None) -> Plan:

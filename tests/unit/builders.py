@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from moenv.models.catalog import Catalog, Column, ForeignKey, Index, Table
+from moenv.models.catalog import Catalog, Column, ForeignKey, Index, Table, TargetShape
 from moenv.models.desired import Desired
 from moenv.models.ledger import LedgerRecord, LedgerState
 from moenv.models.manifest import EnvironmentSpec
@@ -211,8 +211,15 @@ def live_with(
     revision: int = 0,
     ledger_database: str = "moenv",
 ) -> Live:
-    """One target server holding `databases` (the catalogs' databases are added), with `ledger` records."""
-    cats = {c.database: c for c in catalogs}
+    """One target server holding `databases` (the catalogs' databases are added), with `ledger` records.
+
+    Each target catalog is seen by the planner as its table names and a structure digest; here the
+    digest is `Catalog.fingerprint()`, the same value `record()` stores as the applied one.
+    """
+    shapes = {
+        c.database: TargetShape(c.database, {t.name: t.kind for t in c.tables.values()}, c.fingerprint())
+        for c in catalogs
+    }
     state = LedgerState(server=server, records=dict(ledger or {}), revision=revision, version=1)
-    one = ServerLive(server=server, ledger=state, databases=frozenset(databases) | frozenset(cats), catalogs=cats)
+    one = ServerLive(server=server, ledger=state, databases=frozenset(databases) | frozenset(shapes), targets=shapes)
     return Live(servers={server: one}, ledger_database=ledger_database)

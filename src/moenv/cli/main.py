@@ -10,6 +10,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from moenv.errors import ConflictError, ManifestError, MoenvError, Problem
 from moenv.manifest.loader import load_variables
 from moenv.manifest.schema_export import write_schema
 from moenv.models.config import Config
+from moenv.models.manifest import EnvironmentSpec
 from moenv.models.plan import Plan, PlanOptions, Selector
 from moenv.planner.render import render_json, render_text
 
@@ -243,6 +245,11 @@ def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool) -> None:
 @manifest_options
 @plan_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing or deleting data.")
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for an environment another run is applying (default: lock_timeout in moenv.yaml, 30).",
+)
 @click.pass_obj
 def apply(
     state: State,
@@ -256,8 +263,11 @@ def apply(
     only: tuple[str, ...],
     labels: tuple[str, ...],
     yes: bool,
+    lock_timeout: float | None,
 ) -> None:
     """Make the servers match the manifests (or apply a saved plan.json exactly)."""
+    if lock_timeout is not None:
+        state._config = replace(state.config, lock_timeout=lock_timeout)
     if _is_saved_plan(paths):
         saved = _load_plan(paths[0])
         click.echo(render_text(saved))
@@ -338,6 +348,23 @@ def show(state: State, environment: str, as_json: bool) -> None:
     """Details of one environment and per-table statistics (rows, size, indexes, copy method and time)."""
     detail = api.show(state.config, environment)
     click.echo(json.dumps(show_json(detail), indent=2) if as_json else render_show(detail, state.now))
+
+
+@cli.command()
+@click.argument("environment")
+@click.pass_obj
+def export(state: State, environment: str) -> None:
+    """Print an environment's manifest as YAML: the spec it was last applied with, from its ledger."""
+    record, _ = api.find_record(state.config, environment)
+    if not record.spec:
+        raise ConflictError(f"{environment} has never been applied completely: there is no spec to export")
+    try:
+        spec = EnvironmentSpec.model_validate(record.spec)
+    except ValidationError as exc:
+        raise ConflictError(f"the spec recorded for {environment} does not validate any more: {exc}") from exc
+    document = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    click.echo(f"# {environment}, exported by `moenv export` from the ledger on server {record.target_server}")
+    click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
 
 
 @cli.command()

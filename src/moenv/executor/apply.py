@@ -23,7 +23,7 @@ from moenv.executor.ledger import (
 )
 from moenv.executor.locks import environment_lock
 from moenv.executor.report import Reporter, SilentReporter
-from moenv.live.catalog import read_catalogs, read_databases
+from moenv.live.catalog import read_databases, read_target_shapes
 from moenv.live.connection import Connection, connect
 from moenv.live.ledger import read_ledger
 from moenv.manifest.fragments import SET_SALT_SQL
@@ -111,6 +111,10 @@ def _apply_action(action: Action, plan: Plan, config: Config, out: Reporter, clo
     with ExitStack() as stack:
         lock_conn = stack.enter_context(connect(server))
         conn = stack.enter_context(connect(server, counted=True))
+        if conn.engine.kind == "matrixone":  # CLONE, snapshots, version gates: executor/matrixone.py
+            from moenv.executor.matrixone import apply_matrixone_action
+
+            return apply_matrixone_action(action, plan, config, out, clock, conn=conn, lock_conn=lock_conn)
         ensure_ledger(conn, ledger)
         stack.enter_context(environment_lock(lock_conn, action.environment, timeout=config.lock_timeout))
         record = read_ledger(conn, ledger).records.get(action.environment)
@@ -250,14 +254,14 @@ class _Run:
 
     def ledger_commit(self, step: Step) -> None:
         want = self.desired
-        catalog = read_catalogs(self.conn, [want.target.database])[want.target.database]
+        shape = read_target_shapes(self.conn, [want.target.database])[want.target.database]
         now = self.clock()
         record = self._record(
             "ready",
             spec_hash=want.spec_hash,
             spec=want.manifest.model_dump(mode="json", by_alias=True),
             source_fingerprint=want.source_fingerprint,
-            target_fingerprint=catalog.fingerprint(),
+            target_fingerprint=shape.digest,
             staging_database=None,
             refreshed_at=now,
             tables_done=self.tables_done,

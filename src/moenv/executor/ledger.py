@@ -10,6 +10,7 @@ import socket
 from datetime import datetime
 
 from moenv.engines import ledger as sql
+from moenv.engines import matrixone
 from moenv.engines.mysql import get_lock, release_lock
 from moenv.errors import ConflictError, DatabaseError
 from moenv.live.connection import Connection
@@ -38,7 +39,10 @@ def ensure_ledger(conn: Connection, ledger: str) -> None:
     if current >= sql.SCHEMA_VERSION:
         return
     name = f"moenv-ledger:{ledger}"[:64]
-    if conn.scalar(get_lock(), (name, 60)) != 1:
+    # MatrixOne < 4.0 has no GET_LOCK; every migration statement is idempotent (IF NOT EXISTS,
+    # INSERT IGNORE), so two concurrent creations there converge without it.
+    lockable = conn.engine.kind != "matrixone" or matrixone.Capabilities.from_text(conn.engine.text).get_lock
+    if lockable and conn.scalar(get_lock(), (name, 60)) != 1:
         raise ConflictError(f"could not lock the ledger {ledger} for its creation within 60 s")
     try:
         conn.execute(sql.create_ledger_database(ledger))
@@ -52,7 +56,8 @@ def ensure_ledger(conn: Connection, ledger: str) -> None:
             conn.execute(statement)
         conn.execute(sql.set_schema_version(ledger), (str(sql.SCHEMA_VERSION),))
     finally:
-        conn.query(release_lock(), (name,))
+        if lockable:
+            conn.query(release_lock(), (name,))
 
 
 def _dt(value: datetime | None) -> datetime | None:
@@ -100,6 +105,9 @@ def _in_transaction(conn: Connection, statements: list[tuple[str, tuple[object, 
 def write_record(conn: Connection, ledger: str, record: LedgerRecord, event: tuple[object, ...] | None = None) -> None:
     """Upsert a record (and log an event) and bump the revision, atomically."""
     statements: list[tuple[str, tuple[object, ...]]] = [(sql.upsert_record(ledger), record_values(record))]
+    if conn.engine.kind == "matrixone":  # its ODKU may not assign the UNIQUE target_database column
+        delete, insert = matrixone.record_statements(ledger)
+        statements = [(delete, (record.name,)), (insert, record_values(record))]
     if event is not None:
         statements.append((sql.insert_event(ledger), event))
     statements.append((sql.bump_revision(ledger), ()))

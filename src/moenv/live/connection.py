@@ -95,6 +95,20 @@ class _CrashHook:
 CRASH_HOOK = _CrashHook()
 
 
+class _Counter:
+    """Statements sent by this process, for benchmarks and tests of round-trip counts."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+STATEMENTS = _Counter()
+
+
+def statement_count() -> int:
+    return STATEMENTS.value
+
+
 class Connection:
     """One session to one server; statements go through here and nowhere else."""
 
@@ -114,6 +128,7 @@ class Connection:
         with db_errors(doing or _summary(sql), self.server), self._raw.cursor() as cursor:
             affected = int(cursor.execute(sql, args))
         self.statements += 1
+        STATEMENTS.value += 1
         if self.counted:
             CRASH_HOOK.tick()
         return affected
@@ -123,6 +138,7 @@ class Connection:
             cursor.execute(sql, args)
             rows = [tuple(row) for row in cursor.fetchall()]
         self.statements += 1
+        STATEMENTS.value += 1
         return rows
 
     def scalar(self, sql: str, args: Sequence[Any] | None = None) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 from moenv.engines import ledger as sql
 from moenv.engines.mysql import lock_name
 from moenv.errors import DatabaseError
+from moenv.live import matrixone
 from moenv.live.connection import Connection
 from moenv.models.ledger import Event, LedgerRecord, LedgerState, TableStat
 
@@ -88,10 +89,12 @@ def read_events(conn: Connection, ledger: str, environment: str | None = None, l
     return events
 
 
-def read_busy(conn: Connection, environments: list[str]) -> frozenset[str]:
+def read_busy(conn: Connection, environments: list[str], ledger: str = "moenv") -> frozenset[str]:
     """Which of `environments` have their lock held by some session now (one query)."""
     if not environments:
         return frozenset()
+    if conn.engine.kind == "matrixone":  # GET_LOCK only from v4.0; a lease row in `ledger` before
+        return matrixone.read_busy(conn, ledger, environments)
     names = [lock_name(e) for e in environments]
     row = conn.query("SELECT " + ", ".join(["IS_USED_LOCK(%s)"] * len(names)), names)[0]
     return frozenset(e for e, holder in zip(environments, row, strict=True) if holder is not None)

@@ -14,8 +14,11 @@ What is accepted, and why:
   and any table named like a system schema (`information_schema`, `mysql`,
   `performance_schema`, `sys`) is refused, and so are `WITH`, `INTO` and locking reads
   (`FOR UPDATE`, `LOCK IN SHARE MODE`: the source is never locked). Inside a subquery `t.col`
-  is allowed (correlation), `db.t.col` is not. `to_sql(fragment, database=…)` qualifies those
-  tables with the source database, so the executor's current database does not matter.
+  is allowed, `db.t.col` is not; a qualifier no subquery defines names the filtered row
+  (`users.id` in `EXISTS (SELECT 1 FROM orders o WHERE o.user_id = users.id)`): it is listed in
+  `Fragment.outer_tables` and its column in `Fragment.columns`. `to_sql(fragment, database=…,
+  alias=…)` qualifies the subqueries' tables with the source database (the session's current
+  database then does not matter) and renames that outer qualifier to the statement's alias.
 - No user or system variables (`@x`, `@@x`, `:=`), no placeholders (`?`), no aggregate or
   window functions outside subqueries (in a SELECT list they would collapse the rows), no
   functions that wait, lock or reach outside the database (`SLEEP`, `BENCHMARK`, `LOAD_FILE`,
@@ -26,13 +29,15 @@ identifier backtick-quoted), never the text as written: the server then runs exa
 that was checked, so no difference between sqlglot's and the server's reading of the text
 (backslash escapes under NO_BACKSLASH_ESCAPES, `"…"` under ANSI_QUOTES, `||` under
 PIPES_AS_CONCAT) can smuggle anything past the checks. Fragments are read as in MySQL's
-default sql_mode. The emitted SQL is parenthesized unless it is a single column, literal or
-function call, so it can be embedded as an operand (`WHERE {sql} AND …`) as is. It may contain
-`%` (LIKE patterns, DATE_FORMAT): do not pass it through a driver's `%` parameter formatting.
+default sql_mode. The generator rewrites as it prints (IFNULL becomes COALESCE), so the
+emitted SQL is read back and checked once more. It is parenthesized unless it is a single
+column, literal or function call, so it can be embedded as an operand (`WHERE {sql} AND …`).
+`%` appears in it only inside string literals (modulo is written MOD(a, b)), but LIKE patterns
+have them: do not pass it through a driver's `%` parameter formatting.
 
 Helpers (`HELPERS`) are deterministic and salted: their SQL reads the session variable
 `@moenv_salt`, which the executor sets with `SET_SALT_SQL` before copying; the salt itself is
-never part of the SQL text. Left unset, every helper yields NULL (never an unsalted hash).
+never part of the SQL text. Left unset, salted helpers yield NULL (never an unsalted hash).
 A value is hashed by its string form, so 42 and '42' get the same pseudonym and joins between
 an INT and a VARCHAR column stay consistent.
 """
@@ -114,9 +119,10 @@ class Fragment:
 
     text: str  # as written
     kind: FragmentKind
-    columns: frozenset[str]  # columns referenced outside subqueries, lower-cased (not moenv helpers)
+    columns: frozenset[str]  # the row's columns it reads, lower-cased (not moenv helpers); see below
     sql: str  # MySQL/MariaDB SQL, helpers compiled, identifiers quoted; see the module docstring
     tables: frozenset[str] = frozenset()  # unqualified tables read by subqueries, as written
+    outer_tables: frozenset[str] = frozenset()  # qualifiers subqueries use for the filtered row: users in users.id
     helpers: frozenset[str] = frozenset()  # the moenv helpers it uses
 
     @property
@@ -127,14 +133,20 @@ class Fragment:
 
 def parse_fragment(text: str, *, kind: FragmentKind) -> Fragment:
     """Check `text` as a fragment of `kind` and compile it; FragmentError says what is wrong."""
-    return _compile(text, kind, database=None)
+    return _compile(text, kind, database=None, alias=None)
 
 
-def to_sql(fragment: Fragment, *, database: str | None = None) -> str:
-    """`fragment.sql`, with the tables of its subqueries qualified with `database` when given."""
-    if database is None or not fragment.tables:
+def to_sql(fragment: Fragment, *, database: str | None = None, alias: str | None = None) -> str:
+    """`fragment.sql` for a statement reading the source table from `database` under `alias`.
+
+    `database` qualifies the tables of subqueries (the session's current database is then
+    irrelevant); `alias` replaces the name by which correlated subqueries refer to the filtered
+    row (`users.id` in `EXISTS (SELECT 1 FROM orders o WHERE o.user_id = users.id)`), for a
+    statement that reads the source as `FROM db.users AS alias`.
+    """
+    if (database is None or not fragment.tables) and (alias is None or not fragment.outer_tables):
         return fragment.sql
-    return _compile(fragment.text, fragment.kind, database=database).sql
+    return _compile(fragment.text, fragment.kind, database=database, alias=alias).sql
 
 
 def unknown_columns(fragment: Fragment, available: Iterable[str]) -> list[str]:
@@ -304,7 +316,7 @@ def _generate(node: exp.Expr) -> str:
     return generator.generate(node)
 
 
-def _compile(text: object, kind: FragmentKind, *, database: str | None) -> Fragment:
+def _compile(text: object, kind: FragmentKind, *, database: str | None, alias: str | None) -> Fragment:
     if kind not in ("where", "mask"):
         raise ValueError(f"unknown fragment kind {kind!r}")
     if not isinstance(text, str):
@@ -318,29 +330,95 @@ def _compile(text: object, kind: FragmentKind, *, database: str | None) -> Fragm
         _read_keywords(tree)
         inner = _unwrap(tree, kind)
         helpers = _check(inner, kind)
-        columns = frozenset(
-            node.name.lower() for node, in_query in _walk(inner) if isinstance(node, exp.Column) and not in_query
-        )
-        tables = frozenset(
-            node.name
-            for node, in_query in _walk(inner)
-            if isinstance(node, exp.Table) and in_query and isinstance(node.this, exp.Identifier)
-        )
+        columns, tables = _columns(inner), _tables(inner)
+        outer = _outer_references(inner)
+        outer_tables = frozenset(column.table for column in outer)
         if database is not None:
             _qualify_tables(inner, database)
+        if alias is not None:
+            for column in outer:
+                if alias.lower() in _visible_names(column):
+                    raise FragmentError(
+                        f"a subquery names a table {alias}, the name moenv gives the copied table; rename it"
+                    )
+                column.set("table", exp.to_identifier(alias, quoted=True))
         inner = _compile_helpers(tree, inner)
         sql = _generate(inner)
         if not _delimited(sql):
             sql = f"({sql})"
-        # A generator slip (SQL that reads back differently) would run something never checked.
-        if _generate(_reparse(sql)) != sql:
-            raise FragmentError(_UNFAITHFUL)
+        _verify(sql, kind, database=database, columns=columns, tables=tables)
     except RecursionError as exc:
         raise FragmentError("is nested too deeply") from exc
     except SqlglotError as exc:
         # Raised while generating: sqlglot meets a construct MySQL cannot express.
         raise FragmentError(f"cannot be written as MySQL: {_one_line(str(exc))}") from exc
-    return Fragment(text=text, kind=kind, columns=columns, sql=sql, tables=tables, helpers=frozenset(helpers))
+    return Fragment(
+        text=text,
+        kind=kind,
+        columns=columns,
+        sql=sql,
+        tables=tables,
+        outer_tables=outer_tables,
+        helpers=frozenset(helpers),
+    )
+
+
+def _columns(inner: exp.Expr) -> frozenset[str]:
+    """The row's columns: those named outside subqueries and those subqueries reach through an outer name."""
+    own = {node.name.lower() for node, in_query in _walk(inner) if isinstance(node, exp.Column) and not in_query}
+    return frozenset(own | {column.name.lower() for column in _outer_references(inner)})
+
+
+def _outer_references(inner: exp.Expr) -> list[exp.Column]:
+    """Columns in subqueries qualified with a name no enclosing subquery defines: the filtered row's."""
+    found = []
+    for node, in_query in _walk(inner):
+        if (
+            in_query
+            and isinstance(node, exp.Column)
+            and node.table
+            and not node.args.get("db")
+            and node.table.lower() not in _visible_names(node)
+        ):
+            found.append(node)
+    return found
+
+
+def _visible_names(node: exp.Expr) -> set[str]:
+    """Names (aliases, or table names) of the FROM/JOIN sources of every query around `node`."""
+    names: set[str] = set()
+    scope = node.parent
+    while scope is not None:
+        if isinstance(scope, exp.Select):
+            sources = [scope.args.get("from_"), *scope.args.get("joins", [])]
+            names.update(source.this.alias_or_name.lower() for source in sources if source is not None)
+        scope = scope.parent
+    return names
+
+
+def _tables(inner: exp.Expr) -> frozenset[str]:
+    return frozenset(
+        node.name
+        for node, in_query in _walk(inner)
+        if isinstance(node, exp.Table) and in_query and isinstance(node.this, exp.Identifier)
+    )
+
+
+def _verify(
+    sql: str, kind: FragmentKind, *, database: str | None, columns: frozenset[str], tables: frozenset[str]
+) -> None:
+    """Read the emitted SQL back and check it again, as if a user had written it.
+
+    sqlglot's generator rewrites as it prints (SPACE(3) becomes REPEAT(' ', 3)); a slip there
+    must not run something the checks never saw, nor read other columns or tables.
+    """
+    try:
+        emitted = _reparse(sql)
+        helpers = _check(emitted, kind, emitted=True, database=database)
+    except FragmentError as exc:
+        raise FragmentError(_UNFAITHFUL) from exc
+    if helpers or _columns(emitted) != columns or _tables(emitted) != tables:
+        raise FragmentError(_UNFAITHFUL)
 
 
 def _delimited(sql: str) -> bool:
@@ -470,7 +548,7 @@ def _parse_problem(text: str, tokens: Sequence[Token], exc: ParseError) -> str:
     where = ""
     if isinstance(highlight, str) and highlight.strip() and highlight.strip() != ")":
         where = f" near {_one_line(highlight)!r}"
-    elif isinstance(line, int) and line > text.count("\n") + 1:
+    elif isinstance(line, int) and line > text.count("\n") + 2:  # the wrapper's closing line
         where = " at its end"
     return f"is not valid SQL: {description}{where}"
 
@@ -505,7 +583,9 @@ def _read_keywords(tree: exp.Expr) -> None:
             continue
         name = node.name.lower()
         if name in _NILADIC_FUNCTIONS:
-            node.replace(exp.Anonymous(this=name.upper(), expressions=[]))
+            (call,) = _DIALECT.parse_into(exp.Condition, f"{name.upper()}()")
+            if call is not None:
+                node.replace(call)
         elif (
             name in _GET_FORMAT_TYPES
             and isinstance(node.parent, exp.Anonymous)
@@ -530,11 +610,15 @@ def _helper_name(node: exp.Dot) -> str | None:
     return None
 
 
-def _check(inner: exp.Expr, kind: FragmentKind) -> set[str]:
-    """Raise FragmentError for the first thing not allowed; return the helpers used."""
+def _check(inner: exp.Expr, kind: FragmentKind, *, emitted: bool = False, database: str | None = None) -> set[str]:
+    """Raise FragmentError for the first thing not allowed; return the helpers used.
+
+    `emitted`: `inner` is this module's own output, where the helpers' @moenv_salt and tables
+    qualified with `database` are expected.
+    """
     helpers: set[str] = set()
     for node, in_query in _walk(inner):
-        _check_anywhere(node)
+        _check_anywhere(node, salt_allowed=emitted)
         if isinstance(node, _QUERIES) and not _below_query(node):
             _check_subquery_position(node, kind)
         if isinstance(node, exp.Dot):
@@ -546,13 +630,15 @@ def _check(inner: exp.Expr, kind: FragmentKind) -> set[str]:
             _helper_arguments(name, node)
             helpers.add(name)
         if in_query:
-            _check_in_subquery(node)
+            _check_in_subquery(node, database)
         else:
             _check_outside_subquery(node)
     return helpers
 
 
-def _check_anywhere(node: exp.Expr) -> None:
+def _check_anywhere(node: exp.Expr, *, salt_allowed: bool) -> None:
+    if salt_allowed and isinstance(node, exp.Parameter) and node.name == SALT_VARIABLE.removeprefix("@"):
+        return
     if isinstance(node, (exp.Parameter, exp.SessionParameter, exp.PropertyEQ)):
         raise FragmentError("variables (@x, @@x, :=) are not allowed; moenv.* helpers use the salt for you")
     if isinstance(node, exp.Placeholder):
@@ -605,9 +691,10 @@ def _below_query(node: exp.Expr) -> bool:
     return False
 
 
-def _check_in_subquery(node: exp.Expr) -> None:
+def _check_in_subquery(node: exp.Expr, database: str | None) -> None:
     if isinstance(node, exp.Table):
-        if node.args.get("db") or node.args.get("catalog"):
+        qualified = node.args.get("catalog") or (node.args.get("db") and node.db != database)
+        if qualified:
             raise FragmentError(
                 f"table {node.sql(dialect=_DIALECT)} must not be qualified with a database:"
                 " subqueries read the source database only"

@@ -90,6 +90,8 @@ class Catalog:
     database: str
     tables: Mapping[str, Table] = field(default_factory=dict)
     exists: bool = True
+    engine: str | None = None
+    """`SELECT version()` of the server it was read from, when the reader records it (feature gates)."""
 
     @property
     def base_tables(self) -> list[Table]:
@@ -105,3 +107,13 @@ class Catalog:
         shapes = {name: self.tables[name].shape() if name in self.tables else None for name in chosen}
         text = json.dumps(shapes, sort_keys=True, default=str)
         return hashlib.sha256(text.replace(f"`{self.database}`.", "`<db>`.").encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TargetShape:
+    """A target database as the planner checks it for drift: its tables and a digest of their structure."""
+
+    database: str
+    tables: Mapping[str, str] = field(default_factory=dict)
+    """Name → "table" or "view"."""
+    digest: str = ""

@@ -51,7 +51,8 @@ class TableCopy(_Value):
     """SQL expression over the source row for each column, in the same order."""
     where: str | None = None
     with_data: bool = True
-    method: Literal["insert_select", "schema_only"] = "insert_select"
+    method: Literal["insert_select", "schema_only", "clone_database", "clone_table", "stream"] = "insert_select"
+    """How the rows get there; the reason is in `notes` (MatrixOne: engines/plan_methods.py)."""
     parents: tuple[str, ...] = ()
     """Source names of the tables this one references (they are copied first)."""
     filters: tuple[ParentFilter, ...] = ()

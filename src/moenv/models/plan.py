@@ -13,7 +13,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from moenv.models.catalog import Catalog
+from moenv.models.catalog import TargetShape
 from moenv.models.config import Quotas
 from moenv.models.desired import Desired
 from moenv.models.ledger import LedgerRecord, LedgerState
@@ -144,8 +144,8 @@ class ServerLive:
     server: str
     ledger: LedgerState
     databases: frozenset[str] = frozenset()
-    catalogs: dict[str, Catalog] = field(default_factory=dict)
-    """Catalogs of the target databases the ledger or the manifests name."""
+    targets: dict[str, TargetShape] = field(default_factory=dict)
+    """Tables and structure digests of the target databases the manifests name."""
     busy: frozenset[str] = frozenset()
     """Environments whose lock another session holds right now (an apply is running)."""
 

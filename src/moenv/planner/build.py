@@ -108,14 +108,14 @@ def target_drift(want: Desired, record: LedgerRecord, server: ServerLive) -> lis
     database = record.target_database
     if database not in server.databases:
         return [f"the target database {database} is missing"]
-    catalog = server.catalogs.get(database)
-    if catalog is None:
+    shape = server.targets.get(database)
+    if shape is None:
         return []
     expected = set(want.table_names)
-    present = set(catalog.tables)
+    present = set(shape.tables)
     reasons = [f"table {name} was dropped from the target" for name in sorted(expected - present)]
     reasons += [f"table {name} was added to the target by hand" for name in sorted(present - expected)]
-    if not reasons and record.target_fingerprint and catalog.fingerprint() != record.target_fingerprint:
+    if not reasons and record.target_fingerprint and shape.digest != record.target_fingerprint:
         reasons.append("a table of the target was altered by hand")
     return reasons
 

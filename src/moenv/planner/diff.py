@@ -24,6 +24,8 @@ def _show(value: Any) -> str:
 
 def diff_specs(old: Mapping[str, Any], new: Mapping[str, Any], *, root: str = "spec") -> list[str]:
     """`field: old → new` for every change (added and removed fields included), sorted."""
+    if old == new:
+        return []
     diff = DeepDiff(dict(old), dict(new), ignore_order=False, verbose_level=2)
     lines: list[str] = []
     for key in ("values_changed", "type_changes"):

@@ -17,6 +17,8 @@ import sqlglot.errors
 from sqlglot import exp
 
 from moenv.engines.base import quote_ident
+from moenv.engines.mysql import SOURCE_ALIAS
+from moenv.engines.plan_methods import choose_copy_methods, engine_problems
 from moenv.errors import ManifestError, Problem
 from moenv.manifest.fragments import Fragment, FragmentError, parse_fragment, to_sql, unknown_columns
 from moenv.models.catalog import Catalog, Table
@@ -186,6 +188,7 @@ def view_reads(definition: str, database: str) -> set[tuple[str, str]] | None:
 def _fragment(text: str, kind: str, table: Table, loc: Loc, catalog: Catalog, problems: _Problems) -> Fragment | None:
     try:
         fragment = parse_fragment(text, kind="where" if kind == "where" else "mask")
+        to_sql(fragment, database=catalog.database, alias=SOURCE_ALIAS)  # what the copy will run
     except FragmentError as exc:
         problems.add(loc, f"{kind}: {exc}")
         return None
@@ -303,7 +306,7 @@ def resolve_environment(
         for name in order
     ]
     views, skipped = _resolve_views(names, catalog, copies)
-    return Desired(
+    desired = Desired(
         environment=spec.name,
         manifest=spec,
         spec_hash=spec.content_hash(),
@@ -316,6 +319,11 @@ def resolve_environment(
         indexes=body.indexes,
         constraints=body.constraints,
     )
+    desired = choose_copy_methods(desired, catalog)  # per engine and version, cheapest first
+    for loc, message in engine_problems(spec, catalog, desired):
+        problems.add(loc, message)
+    problems.raise_if_any()
+    return desired
 
 
 def _table_copy(
@@ -347,13 +355,13 @@ def _table_copy(
             select.append("NULL")
             continue
         fragment = parse_fragment(expression, kind="mask")
-        select.append(to_sql(fragment, database=catalog.database))
+        select.append(to_sql(fragment, database=catalog.database, alias=SOURCE_ALIAS))
         masked.append(column)
         salt = salt or fragment.needs_salt
     where = None
     if rule is not None and rule.where is not None:
         fragment = parse_fragment(rule.where, kind="where")
-        where = to_sql(fragment, database=catalog.database)
+        where = to_sql(fragment, database=catalog.database, alias=SOURCE_ALIAS)
         salt = salt or fragment.needs_salt
     dropped: list[str] = []
     notes: list[str] = []
