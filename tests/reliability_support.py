@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import yaml
 from moenv.engines.mysql import lock_name
 from moenv.models.ledger import holding_database, staging_database
@@ -234,10 +235,13 @@ class Probe:
         self._connection: Any = None
 
     def _cursor(self) -> Any:
+        if self._connection is not None:
+            try:
+                self._connection.ping(reconnect=False)
+            except pymysql.MySQLError:
+                self.close()
         if self._connection is None:
             self._connection = connect(self.url)
-        else:
-            self._connection.ping(reconnect=True)
         return self._connection.cursor()
 
     def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:

@@ -29,7 +29,7 @@ from moenv.models.ledger import Event, LedgerRecord
 from moenv.models.manifest import EnvironmentSpec
 from moenv.models.plan import Delete, Live, Plan, PlanOptions, Refresh, ServerLive
 from moenv.planner import build_plan
-from moenv.planner.build import build_steps, delete_steps
+from moenv.planner.build import delete_steps, refresh_steps
 from moenv.planner.gc import build_gc_plan
 from moenv.resolve import resolve_environment
 
@@ -227,7 +227,14 @@ def gc_plan(config: Config, *, options: PlanOptions | None = None, now: datetime
     return build_gc_plan(live, now=now or datetime.now(UTC), options=options or PlanOptions(), snapshots=snapshots)
 
 
-def refresh_plan(config: Config, environment: str, *, paths: Sequence[Path] = (), now: datetime | None = None) -> Plan:
+def refresh_plan(
+    config: Config,
+    environment: str,
+    *,
+    paths: Sequence[Path] = (),
+    now: datetime | None = None,
+    full: bool = False,
+) -> Plan:
     """Refresh one environment now: from its manifest when `paths` hold it, else from the spec it was applied with."""
     moment = now or datetime.now(UTC)
     manifests = [m for m in load(paths, now=moment) if m.name == environment] if paths else []
@@ -252,7 +259,7 @@ def refresh_plan(config: Config, environment: str, *, paths: Sequence[Path] = ()
         ledger_stamp=current.updated_at.isoformat(),
         desired=want,
         reasons=("requested by moenv refresh",),
-        steps=build_steps(want, rebuild=True, old_database=None),
+        steps=refresh_steps(want, current, full=full),
     )
     if current.target_database != want.target.database:
         raise ConflictError(f"{environment}: its target changed in the manifest; run `moenv apply` to rebuild it")

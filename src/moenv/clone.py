@@ -996,7 +996,7 @@ class CloneManager:
             applied.append(self._apply(plan.model_copy(update={"actions": actions}), name))
         if not actions or actions[0].op == "update":
             try:
-                again = api.refresh_plan(self._config, name, now=self._clock())
+                again = api.refresh_plan(self._config, name, now=self._clock(), full=True)
             except ConflictError as exc:
                 raise _clone_error(exc, name) from exc
             applied.append(self._apply(again, name))

@@ -317,12 +317,12 @@ def drift(
 @cli.command()
 @click.argument("environment")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--full", is_flag=True, help="A full refresh (the only kind this version does).")
+@click.option("--full", is_flag=True, help="Rebuild from scratch even where the refresh mode is incremental.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def refresh(state: State, environment: str, paths: tuple[Path, ...], full: bool, yes: bool) -> None:
     """Refresh one environment now (from its manifest in PATHS, or from the spec it was applied with)."""
-    plan_ = api.refresh_plan(state.config, environment, paths=paths, now=state.now)
+    plan_ = api.refresh_plan(state.config, environment, paths=paths, now=state.now, full=full)
     click.echo(render_text(plan_))
     _run(state, plan_, yes=yes, check_revisions=True)
 

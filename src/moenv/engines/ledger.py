@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from moenv.engines.base import quote_ident
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Migration N brings a ledger from version N-1 to N. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -54,6 +54,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )""",
         "INSERT IGNORE INTO {db}.`meta` (`k`, `v`) VALUES ('revision', '0')",
     ),
+    ("ALTER TABLE {db}.`environments` ADD COLUMN `watermarks_json` LONGTEXT NULL",),
 )
 
 RECORD_COLUMNS = (
@@ -77,6 +78,7 @@ RECORD_COLUMNS = (
     "rows_copied",
     "stats_json",
     "message",
+    "watermarks_json",
 )
 EVENT_COLUMNS = ("id", "at", "environment", "action", "result", "actor", "rows_copied", "duration_ms", "message")
 
@@ -92,8 +94,17 @@ def migration_statements(ledger: str, from_version: int) -> list[tuple[int, str]
     ]
 
 
-def select_records(ledger: str) -> str:
-    return f"SELECT {', '.join(quote_ident(c) for c in RECORD_COLUMNS)} FROM {quote_ident(ledger)}.`environments`"
+# Columns added by a later migration: a ledger not migrated yet (read by `plan`) lacks them.
+COLUMN_SINCE = {"watermarks_json": 2}
+
+
+def record_columns(version: int) -> tuple[str, ...]:
+    return tuple(c for c in RECORD_COLUMNS if COLUMN_SINCE.get(c, 1) <= max(version, 1))
+
+
+def select_records(ledger: str, version: int = SCHEMA_VERSION) -> str:
+    columns = ", ".join(quote_ident(c) for c in record_columns(version))
+    return f"SELECT {columns} FROM {quote_ident(ledger)}.`environments`"
 
 
 def select_events(ledger: str, *, environment: bool, limit: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from moenv.engines.base import qualified, quote_ident
 from moenv.models.desired import ParentFilter, TableCopy, ViewCopy
@@ -255,3 +256,423 @@ def count_rows(database: str, table: str) -> str:
 
 def list_tables() -> str:
     return "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s"
+
+
+# -- incremental refresh (in place, inside one transaction on the target) ----------------------
+
+
+def max_watermark(copy: TableCopy, *, source_database: str) -> str:
+    """The highest watermark at the source, read before the changed rows are copied."""
+    assert copy.watermark is not None
+    return f"SELECT MAX({quote_ident(copy.watermark)}) FROM {qualified(source_database, copy.source)}"
+
+
+def _placeholder_safe(sql: str) -> str:
+    """Fragments may hold `%` (LIKE patterns): doubled, so the driver's `%s` substitution leaves them be."""
+    return sql.replace("%", "%%")
+
+
+def upsert_changed(copy: TableCopy, *, source_database: str, target_database: str) -> str:
+    """Rows whose watermark passed the stored one (given as the one `%s` parameter), upserted by key."""
+    assert copy.watermark is not None
+    alias = quote_ident(SOURCE_ALIAS)
+    columns = ", ".join(quote_ident(c) for c in copy.columns)
+    conditions = [copy.where] if copy.where else []
+    conditions += [
+        integrity_condition(f, database=target_database, alias=alias) for f in copy.filters if not f.deferred
+    ]
+    keys = {k.lower() for k in copy.key}
+    updates = ", ".join(
+        f"{quote_ident(c)} = VALUES({quote_ident(c)})" for c in copy.columns if c.lower() not in keys
+    ) or ", ".join(f"{quote_ident(c)} = {quote_ident(c)}" for c in copy.key)
+    head = (
+        f"INSERT INTO {qualified(target_database, copy.target)} ({columns})"
+        f" SELECT {', '.join(copy.select)} FROM {qualified(source_database, copy.source)} AS {alias} WHERE "
+    )
+    since = f"{alias}.{quote_ident(copy.watermark)} > %s"
+    body = " AND ".join([*(_placeholder_safe(c) for c in conditions), since])
+    return _placeholder_safe(head) + body + _placeholder_safe(f" ON DUPLICATE KEY UPDATE {updates}")
+
+
+def delete_vanished(copy: TableCopy, *, source_database: str, target_database: str) -> str:
+    """Target rows whose key no longer has a source row (deleted, or no longer matching `where`)."""
+    target = qualified(target_database, copy.target)
+    alias = quote_ident(SOURCE_ALIAS)
+    match = " AND ".join(f"{alias}.{quote_ident(k)} = {target}.{quote_ident(k)}" for k in copy.key)
+    if copy.where:
+        match += f" AND {copy.where}"
+    source = qualified(source_database, copy.source)
+    return f"DELETE FROM {target} WHERE NOT EXISTS (SELECT 1 FROM {source} AS {alias} WHERE {match})"
+
+
+def delete_all(database: str, table: str) -> str:
+    return f"DELETE FROM {qualified(database, table)}"
+
+
+# -- cross-server streaming (executor/stream.py) ------------------------------------------------
+#
+# Rows travel as LOAD DATA text formatted by the *source* server, so no value is decoded or
+# re-encoded in Python (PyMySQL decodes ~150 k rows/s; SPEC §5). Every value is sent as the bytes
+# the target column must hold (`CAST(… AS BINARY)`, read back with `CHARACTER SET binary`), with
+# LOAD DATA's escaping (backslash, tab, newline) and `\N` for NULL. FLOAT/DOUBLE go as the text
+# of a DOUBLE (it round-trips; a FLOAT's own text is rounded to 6 digits, as in mysqldump), BIT as
+# its number, TIMESTAMP as UNIX_TIMESTAMP (its text would depend on both sessions' time zones).
+# Separators and escapes are hex literals: the text means the same under NO_BACKSLASH_ESCAPES.
+
+_AS_NUMBER = frozenset(
+    {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric", "year"}
+    | {"date", "datetime", "time"}
+)
+_FLOATS = frozenset({"float", "double", "real", "double precision"})
+_CHARSET_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+NULL_TEXT = "X'5C4E'"
+FIELD_SEPARATOR = "X'09'"
+LINE_SEPARATOR = "X'0A'"
+
+# The source sessions of a cross-server copy: one snapshot for every read (REPEATABLE READ is
+# where a consistent snapshot means something; plain SELECTs there never lock), results as the
+# bytes the server holds, and GROUP_CONCAT chunks that are never cut (a cut row is detected too).
+STREAM_SOURCE_SESSION = (
+    "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "SET SESSION group_concat_max_len = 4294967295",
+    "SET SESSION character_set_results = binary",
+)
+START_SNAPSHOT = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"
+# The loading sessions: COPY_SESSION, plus UTC (TIMESTAMP values arrive as epoch seconds) and
+# NO_AUTO_VALUE_ON_ZERO (a source row whose AUTO_INCREMENT column holds 0 keeps its 0).
+STREAM_TARGET_SESSION = (
+    *COPY_SESSION,
+    "SET SESSION time_zone = '+00:00'",
+    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'NO_AUTO_VALUE_ON_ZERO')",
+)
+
+
+def global_read_lock(engine: str) -> tuple[str, ...]:
+    """Held for the moment all snapshot sessions start, so they all see the same commits.
+
+    MariaDB: BACKUP STAGE BLOCK_COMMIT only blocks commits (FLUSH TABLES WITH READ LOCK waited
+    4.2 s behind a long UPDATE and stalled every writer meanwhile, SPEC §5). Both need RELOAD.
+    """
+    if engine == "mariadb":
+        return ("BACKUP STAGE START", "BACKUP STAGE BLOCK_COMMIT")
+    return ("FLUSH TABLES WITH READ LOCK",)
+
+
+def global_read_unlock(engine: str) -> tuple[str, ...]:
+    return ("BACKUP STAGE END",) if engine == "mariadb" else ("UNLOCK TABLES",)
+
+
+@dataclass(frozen=True)
+class LoadColumn:
+    """A column of a staging table, as information_schema.COLUMNS describes it."""
+
+    name: str
+    data_type: str
+    """DATA_TYPE, lower case (`varchar`, `float`, `inet6`, ...)."""
+    charset: str | None = None
+    """CHARACTER_SET_NAME; None for columns that are not character columns."""
+
+    @property
+    def via_variable(self) -> bool:
+        """Loaded through a user variable and a SET clause (BIT, TIMESTAMP)."""
+        return self.data_type in {"bit", "timestamp"}
+
+
+def staging_columns() -> str:
+    return (
+        "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_SET_NAME FROM information_schema.COLUMNS"
+        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION"
+    )
+
+
+def primary_key_columns() -> str:
+    return (
+        "SELECT COLUMN_NAME FROM information_schema.STATISTICS"
+        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX"
+    )
+
+
+def _escaped(expression: str) -> str:
+    return f"REPLACE(REPLACE(REPLACE({expression}, X'5C', X'5C5C'), X'09', X'5C74'), X'0A', X'5C6E')"
+
+
+def stream_value(column: LoadColumn, expression: str, *, plain: bool) -> str:
+    """One value as LOAD DATA text; `plain` when `expression` is the column itself (not masked)."""
+    kind = column.data_type.lower()
+    if kind in _FLOATS:
+        value = f"CAST({expression} AS DOUBLE)"
+    elif kind == "bit":
+        value = f"CAST({expression} AS UNSIGNED)"
+    elif kind == "timestamp":
+        value = f"UNIX_TIMESTAMP({expression})"
+    elif kind in _AS_NUMBER and plain:
+        value = expression  # digits, signs, dots, dashes and colons: nothing to escape
+    elif column.charset and not plain:
+        # a mask's result is converted to the column's character set, as INSERT … SELECT would
+        if not _CHARSET_NAME.match(column.charset):
+            raise ValueError(f"unexpected character set name {column.charset!r}")
+        value = _escaped(f"CAST(CONVERT({expression} USING {column.charset}) AS BINARY)")
+    else:
+        value = _escaped(f"CAST({expression} AS BINARY)")
+    return f"IFNULL({value}, {NULL_TEXT})"
+
+
+def stream_line(copy: TableCopy, columns: Sequence[LoadColumn]) -> str:
+    """The LOAD DATA line of one source row: its values (masks applied) joined by tabs."""
+    if len(columns) != len(copy.select):
+        raise ValueError(f"{copy.target}: {len(columns)} staging columns for {len(copy.select)} select expressions")
+    values = [
+        stream_value(column, expression, plain=expression == quote_ident(column.name))
+        for column, expression in zip(columns, copy.select, strict=True)
+    ]
+    return f"CONCAT_WS({FIELD_SEPARATOR}, " + ", ".join(values) + ")"
+
+
+def key_after(key: Sequence[str], variables: Sequence[str], *, alias: str = SOURCE_ALIAS) -> str:
+    """Rows whose key sorts after the values in `variables` (keyset paging, composite keys too)."""
+    return _key_compare(key, variables, alias=alias, last=">")
+
+
+def key_up_to(key: Sequence[str], variables: Sequence[str], *, alias: str = SOURCE_ALIAS) -> str:
+    """Rows whose key sorts before or at the values in `variables`."""
+    return _key_compare(key, variables, alias=alias, last="<=")
+
+
+def _key_compare(key: Sequence[str], variables: Sequence[str], *, alias: str, last: str) -> str:
+    # Spelled out as OR-ed prefixes, not as a row comparison `(a, b) > (x, y)`: the range
+    # optimizer turns this form into index ranges on MariaDB as well as MySQL.
+    if not key or len(key) != len(variables):
+        raise ValueError("a key and one variable per key column are needed")
+    a = quote_ident(alias)
+    strict = last.replace("=", "")
+    terms = []
+    for index, column in enumerate(key):
+        equal = [f"{a}.{quote_ident(k)} = {v}" for k, v in zip(key[:index], variables[:index], strict=True)]
+        compare = last if index == len(key) - 1 else strict
+        terms.append(" AND ".join([*equal, f"{a}.{quote_ident(column)} {compare} {variables[index]}"]))
+    return terms[0] if len(terms) == 1 else "(" + " OR ".join(f"({t})" for t in terms) + ")"
+
+
+def _stream_from(copy: TableCopy, source_database: str, conditions: Sequence[str]) -> str:
+    sql = f" FROM {qualified(source_database, copy.source)} AS {quote_ident(SOURCE_ALIAS)}"
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    return sql
+
+
+def stream_bound(
+    copy: TableCopy,
+    key: Sequence[str],
+    *,
+    source_database: str,
+    after: Sequence[str] | None,
+    into: Sequence[str],
+    rows: int,
+) -> str:
+    """Store the key of the `rows`-th row after `after` in the variables `into` (none: fewer rows remain).
+
+    The bound stays in the server: a key read back into Python and sent again could compare
+    differently (a case-insensitive key sent as bytes compares byte by byte).
+    """
+    a = quote_ident(SOURCE_ALIAS)
+    keys = ", ".join(f"{a}.{quote_ident(k)}" for k in key)
+    where = [key_after(key, after)] if after else []
+    return (
+        f"SELECT {keys} INTO {', '.join(into)}"
+        + _stream_from(copy, source_database, where)
+        + f" ORDER BY {keys} LIMIT 1 OFFSET {max(rows, 1) - 1}"
+    )
+
+
+def _range(copy: TableCopy, key: Sequence[str], after: Sequence[str] | None, up_to: Sequence[str] | None) -> list[str]:
+    conditions = [key_after(key, after)] if after else []
+    if up_to:
+        conditions.append(key_up_to(key, up_to))
+    if copy.where:
+        conditions.append(copy.where)
+    return conditions
+
+
+def stream_chunk(
+    copy: TableCopy,
+    columns: Sequence[LoadColumn],
+    key: Sequence[str],
+    *,
+    source_database: str,
+    after: Sequence[str] | None,
+    up_to: Sequence[str] | None,
+) -> str:
+    """A key range's lines in one value (one round trip, one decode) and how many rows they are.
+
+    `where` is evaluated here, on the source; integrity filters cannot be (their parents are on
+    the target) and are enforced there after loading.
+    """
+    line = stream_line(copy, columns)
+    return f"SELECT COUNT(*), GROUP_CONCAT({line} SEPARATOR {LINE_SEPARATOR})" + _stream_from(
+        copy, source_database, _range(copy, key, after, up_to)
+    )
+
+
+def stream_rows(
+    copy: TableCopy,
+    columns: Sequence[LoadColumn],
+    key: Sequence[str] = (),
+    *,
+    source_database: str,
+    after: Sequence[str] | None = None,
+    up_to: Sequence[str] | None = None,
+) -> str:
+    """One line per row: for tables without a primary key (read unbuffered) and for a chunk whose
+    GROUP_CONCAT was cut."""
+    return f"SELECT {stream_line(copy, columns)}" + _stream_from(
+        copy, source_database, _range(copy, key, after, up_to) if key else ([copy.where] if copy.where else [])
+    )
+
+
+def _file_literal(path: str) -> str:
+    if "'" in path or "\\" in path or "\x00" in path:
+        raise ValueError(f"unusable path for LOAD DATA: {path!r}")
+    return f"'{path}'"
+
+
+def load_data(copy: TableCopy, columns: Sequence[LoadColumn], *, database: str, path: str) -> str:
+    """LOAD DATA LOCAL of stream lines into the staging table (`CHARACTER SET binary`: no conversion)."""
+    targets: list[str] = []
+    sets: list[str] = []
+    for index, column in enumerate(columns):
+        name = quote_ident(column.name)
+        if not column.via_variable:
+            targets.append(name)
+            continue
+        variable = f"@moenv_v{index}"
+        targets.append(variable)
+        if column.data_type == "bit":
+            sets.append(f"{name} = CAST({variable} AS UNSIGNED)")
+        else:  # epoch 0 is the zero TIMESTAMP, which FROM_UNIXTIME cannot give back
+            sets.append(
+                f"{name} = IF({variable} = 0, '0000-00-00 00:00:00', FROM_UNIXTIME(CAST({variable} AS DECIMAL(20,6))))"
+            )
+    sql = (
+        f"LOAD DATA LOCAL INFILE {_file_literal(path)} INTO TABLE {qualified(database, copy.target)}"
+        f" CHARACTER SET binary FIELDS TERMINATED BY {FIELD_SEPARATOR} ESCAPED BY X'5C'"
+        f" LINES TERMINATED BY {LINE_SEPARATOR} ({', '.join(targets)})"
+    )
+    if sets:
+        sql += " SET " + ", ".join(sets)
+    return sql
+
+
+# Multi-row INSERT, the measured alternative to LOAD DATA: the source formats whole VALUES tuples.
+# The loading session reads them as bytes (SET NAMES binary) with backslash escapes on (QUOTE()).
+STREAM_INSERT_SESSION = (
+    *COPY_SESSION,
+    "SET SESSION time_zone = '+00:00'",
+    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES'",
+    "SET NAMES binary",
+)
+
+
+def insert_value(column: LoadColumn, expression: str, *, plain: bool) -> str:
+    """One value as an SQL literal (QUOTE() spells NULL as NULL)."""
+    kind = column.data_type.lower()
+    if kind in _FLOATS:
+        return f"IFNULL(CAST({expression} AS DOUBLE), 'NULL')"
+    if kind == "bit":
+        return f"IFNULL(CAST({expression} AS UNSIGNED), 'NULL')"
+    if kind == "timestamp":
+        epoch = f"UNIX_TIMESTAMP({expression})"
+        return f"IFNULL(IF({epoch} = 0, '''0000-00-00 00:00:00''', CONCAT('FROM_UNIXTIME(', {epoch}, ')')), 'NULL')"
+    if kind in _AS_NUMBER and plain:
+        return f"QUOTE({expression})"
+    if column.charset and not plain:
+        if not _CHARSET_NAME.match(column.charset):
+            raise ValueError(f"unexpected character set name {column.charset!r}")
+        return f"QUOTE(CAST(CONVERT({expression} USING {column.charset}) AS BINARY))"
+    return f"QUOTE(CAST({expression} AS BINARY))"
+
+
+def insert_chunk(
+    copy: TableCopy,
+    columns: Sequence[LoadColumn],
+    key: Sequence[str],
+    *,
+    source_database: str,
+    after: Sequence[str] | None,
+    up_to: Sequence[str] | None,
+) -> str:
+    """A key range as `(…),(…)` VALUES text, and its row count."""
+    values = [
+        insert_value(column, expression, plain=expression == quote_ident(column.name))
+        for column, expression in zip(columns, copy.select, strict=True)
+    ]
+    row = "CONCAT('(', CONCAT_WS(',', " + ", ".join(values) + "), ')')"
+    return f"SELECT COUNT(*), GROUP_CONCAT({row} SEPARATOR ',')" + _stream_from(
+        copy, source_database, _range(copy, key, after, up_to)
+    )
+
+
+def insert_head(copy: TableCopy, columns: Sequence[LoadColumn], *, database: str) -> str:
+    names = ", ".join(quote_ident(c.name) for c in columns)
+    return f"INSERT INTO {qualified(database, copy.target)} ({names}) VALUES "
+
+
+def truncate_table(database: str, table: str) -> str:
+    return f"TRUNCATE TABLE {qualified(database, table)}"
+
+
+# The leak check of a cross-server copy: the source's values of a masked column are streamed
+# into a temporary table on the target that has the column's own type and collation, and the
+# same-server check runs there (equality by the column's collation, as on one server).
+LEAK_TABLE = "_moenv_leak_values"
+
+
+def create_leak_table(database: str, table: str, column: str) -> str:
+    col = quote_ident(column)
+    return (
+        f"CREATE TEMPORARY TABLE {qualified(database, LEAK_TABLE)}"
+        f" SELECT {col} FROM {qualified(database, table)} WHERE 1 = 0"
+    )
+
+
+def drop_leak_table(database: str) -> str:
+    return f"DROP TEMPORARY TABLE IF EXISTS {qualified(database, LEAK_TABLE)}"
+
+
+def leak_values(
+    copy: TableCopy,
+    column: LoadColumn,
+    key: Sequence[str],
+    *,
+    source_database: str,
+    after: Sequence[str] | None = None,
+    up_to: Sequence[str] | None = None,
+) -> str:
+    """The source's non-NULL values of a masked column, as stream lines (a key range of them with a key)."""
+    a = quote_ident(SOURCE_ALIAS)
+    value = stream_value(column, f"{a}.{quote_ident(column.name)}", plain=True)
+    conditions = [f"{a}.{quote_ident(column.name)} IS NOT NULL"]
+    if key:
+        conditions = [
+            *([key_after(key, after)] if after else []),
+            *([key_up_to(key, up_to)] if up_to else []),
+            *conditions,
+        ]
+        return f"SELECT COUNT(*), GROUP_CONCAT({value} SEPARATOR {LINE_SEPARATOR})" + _stream_from(
+            copy, source_database, conditions
+        )
+    return f"SELECT {value}" + _stream_from(copy, source_database, conditions)
+
+
+def load_leak_values(column: LoadColumn, *, database: str, path: str) -> str:
+    copy = TableCopy(source=LEAK_TABLE, target=LEAK_TABLE, columns=(column.name,), select=(quote_ident(column.name),))
+    return load_data(copy, [column], database=database, path=path)
+
+
+def count_leaks_loaded(copy: TableCopy, column: str, *, database: str) -> str:
+    """Rows of the copy whose masked value equals one of the source values loaded next to it."""
+    target = qualified(database, copy.target)
+    col = quote_ident(column)
+    return (
+        f"SELECT COUNT(*) FROM {target} AS `t` WHERE `t`.{col} IS NOT NULL"
+        f" AND `t`.{col} IN (SELECT `l`.{col} FROM {qualified(database, LEAK_TABLE)} AS `l`)"
+    )

@@ -28,7 +28,7 @@ from moenv.live.connection import Connection, connect
 from moenv.live.ledger import read_ledger
 from moenv.manifest.fragments import SET_SALT_SQL
 from moenv.models.config import Config
-from moenv.models.desired import Desired, TableCopy
+from moenv.models.desired import Desired, ParentFilter, TableCopy
 from moenv.models.ledger import LedgerRecord, TableStat, holding_database, staging_database
 from moenv.models.manifest import parse_duration
 from moenv.models.plan import Action, Cleanup, Create, Delete, Plan, Rebuild, Refresh, Step, Update
@@ -157,6 +157,7 @@ class _Run:
         self.started_at = clock()
         self.last_progress = time.monotonic()
         self.session_ready = False
+        self.watermarks: dict[str, str] = {}
         self.salted = False
 
     @property
@@ -170,6 +171,7 @@ class _Run:
             "prepare_staging": self.prepare_staging,
             "create_table": self.create_table,
             "copy_rows": self.copy_rows,
+            "refresh_incremental": self.refresh_incremental,
             "delete_orphans": self.delete_orphans,
             "check_leaks": self.check_leaks,
             "swap": self.swap,
@@ -268,6 +270,7 @@ class _Run:
             rows_copied=self.rows,
             stats=tuple(self.stats),
             message=None,
+            watermarks=dict(self.watermarks),
         )
         write_record(self.conn, self.ledger, record, self._event("succeeded", rows=self.rows))
         self.record = record
@@ -379,6 +382,7 @@ class _Run:
         if copy.needs_salt:
             self._salt()
         started = time.monotonic()
+        self._remember_watermark(copy)
         statement = mysql.insert_select(copy, source_database=self.desired.source.database, into_database=self.staging)
         if copy.unique_checks:  # masked values may collide where the source's could not
             self.conn.execute("SET SESSION unique_checks = 1")
@@ -402,15 +406,28 @@ class _Run:
             self.last_progress = time.monotonic()
         return rows
 
+    def _remember_watermark(self, copy: TableCopy) -> None:
+        """Read before the copy: rows changed while it runs are copied again by the next refresh (upserts)."""
+        if copy.watermark is None:
+            return
+        mark = self.conn.scalar(mysql.max_watermark(copy, source_database=self.desired.source.database))
+        if mark is not None:
+            self.watermarks[copy.source] = str(mark)
+        else:
+            self.watermarks.pop(copy.source, None)
+
     def delete_orphans(self, step: Step) -> int:
         """Self-references and cycle edges are checked after the copy, until no row is removed."""
         tables = self.desired.tables
-        pending = [(t, f) for t in tables for f in t.filters if f.deferred]
+        return self._orphan_fixpoint([(t, f) for t in tables for f in t.filters if f.deferred], self.staging)
+
+    def _orphan_fixpoint(self, pending: list[tuple[TableCopy, ParentFilter]], database: str) -> int:
+        tables = self.desired.tables
         removed = 0
         for _round in range(1000):
             touched: set[str] = set()
             for table, filter_ in pending:
-                count = self.conn.execute(mysql.delete_orphans(table, filter_, database=self.staging))
+                count = self.conn.execute(mysql.delete_orphans(table, filter_, database=database))
                 if count:
                     touched.add(table.target)
                     removed += count
@@ -427,12 +444,15 @@ class _Run:
         ]
 
     def check_leaks(self, step: Step) -> int:
-        copy = self._copy(step)
+        self._check_leaks(self._copy(step), self.staging)
+        return 0
+
+    def _check_leaks(self, copy: TableCopy, database: str) -> None:
         leaks = {}
         for column in copy.masked:
             count = int(
                 self.conn.scalar(
-                    mysql.count_leaks(copy, column, source_database=self.desired.source.database, database=self.staging)
+                    mysql.count_leaks(copy, column, source_database=self.desired.source.database, database=database)
                 )
                 or 0
             )
@@ -446,7 +466,63 @@ class _Run:
                 table=copy.target,
                 hint="make the mask change every value (e.g. moenv.email(email)); nothing was made visible",
             )
-        return 0
+
+    def refresh_incremental(self, step: Step) -> int:
+        """Changed rows upserted and vanished ones removed, in place, in one transaction: readers see
+        the environment before or after the refresh, never between."""
+        want = self.desired
+        source, target = want.source.database, want.target.database
+        assert self.record is not None
+        self.watermarks = dict(self.record.watermarks)
+        self._copy_session()
+        if any(t.needs_salt for t in want.tables):
+            self._salt()
+        self.conn.execute("SET SESSION unique_checks = 1")  # upserts find duplicates through the unique checks
+        self.conn.execute("START TRANSACTION")
+        try:
+            touched: set[str] = set()
+            for copy in want.tables:
+                started = time.monotonic()
+                if copy.watermark is not None and copy.source in self.watermarks:
+                    since = self.watermarks[copy.source]
+                    self._remember_watermark(copy)
+                    changed = self.conn.execute(
+                        mysql.upsert_changed(copy, source_database=source, target_database=target),
+                        (since,),
+                        doing=f"copying the changed rows of {copy.source}",
+                    )
+                    gone = self.conn.execute(
+                        mysql.delete_vanished(copy, source_database=source, target_database=target),
+                        doing=f"removing the rows of {copy.target} that left the source",
+                    )
+                    method = "incremental"
+                else:
+                    self._remember_watermark(copy)
+                    gone = self.conn.execute(mysql.delete_all(target, copy.target))
+                    refill = copy.model_copy(update={"filters": tuple(f for f in copy.filters if not f.deferred)})
+                    changed = self.conn.execute(
+                        mysql.insert_select(refill, source_database=source, into_database=target),
+                        doing=f"copying {copy.source}",
+                    )
+                    method = "full (no watermark)"
+                if gone:
+                    touched.add(copy.target)
+                self.rows += changed
+                self.tables_done += 1
+                self.stats.append(
+                    TableStat(table=copy.target, rows=changed, method=method, seconds=time.monotonic() - started)
+                )
+            filters = [(t, f) for t in want.tables for f in t.filters if f.deferred or f.parent in touched]
+            self._orphan_fixpoint(filters, target)
+            for copy in want.tables:
+                self._check_leaks(copy, target)
+            self.conn.execute("COMMIT")
+        except MoenvError:
+            self.conn.execute("ROLLBACK")
+            raise
+        finally:
+            self.conn.execute("SET SESSION unique_checks = 0")
+        return self.rows
 
     def _copy(self, step: Step) -> TableCopy:
         for copy in self.desired.tables:

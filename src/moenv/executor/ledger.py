@@ -87,6 +87,7 @@ def record_values(record: LedgerRecord) -> tuple[object, ...]:
         record.rows_copied,
         stats,
         record.message,
+        json.dumps(record.watermarks, sort_keys=True) if record.watermarks else None,
     )
 
 

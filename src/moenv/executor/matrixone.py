@@ -456,6 +456,12 @@ class MatrixOneRun(_Run):
         want = self.desired
         target = want.target.database
         exists = live.database_exists(self.conn, target)
+        moved = isinstance(self.action, Rebuild) and self.action.old_database is not None
+        if exists and (isinstance(self.action, Create) or moved):
+            raise ConflictError(
+                f"the target database {target} appeared after this plan was made: moenv does not own it",
+                hint="review it, then run `moenv plan` again (--adopt takes it over)",
+            )
         if not exists and not want.manifest.spec.grants:
             origin = want.source.database if self.direct else self.staging
             snapshot = self._require_snapshot() if self.direct else None

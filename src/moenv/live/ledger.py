@@ -8,7 +8,7 @@ from typing import Any
 
 from moenv.engines import ledger as sql
 from moenv.engines.mysql import lock_name
-from moenv.errors import DatabaseError
+from moenv.errors import ConflictError, DatabaseError
 from moenv.live import matrixone
 from moenv.live.connection import Connection
 from moenv.models.ledger import Event, LedgerRecord, LedgerState, TableStat
@@ -24,8 +24,8 @@ def _utc(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
-def record_from_row(server: str, row: tuple[Any, ...]) -> LedgerRecord:
-    values = dict(zip(sql.RECORD_COLUMNS, row, strict=True))
+def record_from_row(server: str, row: tuple[Any, ...], version: int = sql.SCHEMA_VERSION) -> LedgerRecord:
+    values = dict(zip(sql.record_columns(version), row, strict=True))
     stats = json.loads(values["stats_json"]) if values["stats_json"] else []
     return LedgerRecord(
         name=values["name"],
@@ -49,6 +49,7 @@ def record_from_row(server: str, row: tuple[Any, ...]) -> LedgerRecord:
         rows_copied=int(values["rows_copied"] or 0),
         stats=tuple(TableStat.model_validate(s) for s in stats),
         message=values["message"],
+        watermarks=json.loads(values["watermarks_json"]) if values.get("watermarks_json") else {},
     )
 
 
@@ -56,18 +57,20 @@ def read_ledger(conn: Connection, ledger: str) -> LedgerState:
     """Every record and the revision, in two queries; an absent ledger reads as empty."""
     try:
         meta = dict(conn.query(sql.select_meta(ledger)))
-        rows = conn.query(sql.select_records(ledger))
+        version = int(meta.get("schema_version", 1))
+        if version > sql.SCHEMA_VERSION:
+            raise ConflictError(
+                f"the ledger {ledger} on server {conn.server.name} has schema version {version};"
+                f" this moenv knows up to {sql.SCHEMA_VERSION}",
+                hint="upgrade moenv: an older one must not write a newer ledger",
+            )
+        rows = conn.query(sql.select_records(ledger, version))
     except DatabaseError as exc:
         if exc.code in _NO_TABLE:
             return LedgerState(conn.server.name)
         raise
-    records = {str(row[0]): record_from_row(conn.server.name, row) for row in rows}
-    return LedgerState(
-        conn.server.name,
-        records,
-        revision=int(meta.get("revision", 0)),
-        version=int(meta.get("schema_version", 0)),
-    )
+    records = {str(row[0]): record_from_row(conn.server.name, row, version) for row in rows}
+    return LedgerState(conn.server.name, records, revision=int(meta.get("revision", 0)), version=version)
 
 
 def read_events(conn: Connection, ledger: str, environment: str | None = None, limit: int = 100) -> list[Event]:

@@ -24,11 +24,6 @@ def unsupported_fields(spec: EnvironmentSpec) -> list[tuple[Loc, str]]:
 
     if body.target.server is not None and body.target.server != body.source.server:
         refuse(("target", "server"), "a target on another server than the source (cross-server copy)")
-    for table, rule in body.rules.items():
-        if rule.watermark is not None:
-            refuse(("rules", table, "watermark"), f"rules.{table}.watermark (incremental refresh)")
-    if body.refresh is not None and body.refresh.mode == "incremental":
-        refuse(("refresh", "mode"), "incremental refresh")
     if body.verify.content:
         refuse(("verify", "content"), "content verification")
     if body.budget.max_rows is not None:

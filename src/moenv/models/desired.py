@@ -70,6 +70,10 @@ class TableCopy(_Value):
     notes: tuple[str, ...] = ()
     estimated_rows: int | None = None
     estimated_bytes: int | None = None
+    key: tuple[str, ...] = ()
+    """Primary key (or first unique NOT NULL key) columns, for upserts and the deletion anti-join."""
+    watermark: str | None = None
+    """Column that grows when a row changes (incremental refresh), as in the source."""
 
 
 class ViewCopy(_Value):

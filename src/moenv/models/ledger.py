@@ -50,6 +50,8 @@ class LedgerRecord(BaseModel):
     rows_copied: int = 0
     stats: tuple[TableStat, ...] = ()
     message: str | None = None
+    watermarks: dict[str, str] = Field(default_factory=dict)
+    """Source table → the highest watermark copied so far (incremental refresh)."""
 
 
 class Event(BaseModel):

@@ -162,6 +162,8 @@ class RefreshSpec(_Spec):
     """Refresh when this long has passed since the last one (e.g. 24h)."""
     mode: Literal["full", "incremental"] = "full"
     """full: rebuild and swap in; incremental: copy changed rows by watermark."""
+    fallback: Literal["refuse", "full"] = "refuse"
+    """incremental only: a table without a watermark (or a key) is refused, or copied in full each time."""
 
 
 class VerifySpec(_Spec):

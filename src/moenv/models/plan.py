@@ -23,6 +23,7 @@ StepKind = Literal[
     "prepare_staging",
     "create_table",
     "copy_rows",
+    "refresh_incremental",
     "delete_orphans",
     "check_leaks",
     "swap",

@@ -72,6 +72,26 @@ def build_steps(desired: Desired, *, rebuild: bool, old_database: str | None = N
     return tuple(steps)
 
 
+def refresh_steps(desired: Desired, record: LedgerRecord, *, full: bool = False) -> tuple[Step, ...]:
+    """Incremental (in place, one transaction) when the mode says so and every watermark is known; else full."""
+    refresh = desired.manifest.spec.refresh
+    marked = [t for t in desired.tables if t.watermark]
+    if full or refresh is None or refresh.mode != "incremental" or desired.manifest.spec.data != "full":
+        return build_steps(desired, rebuild=True)
+    if any(t.source not in record.watermarks for t in marked):
+        return build_steps(desired, rebuild=True)  # the first refresh after a copy without watermarks
+    by_mark = ", ".join(f"{t.target} (by {t.watermark})" for t in marked) or "none"
+    whole = ", ".join(t.target for t in desired.tables if not t.watermark) or "none"
+    return (
+        Step(kind="ledger_begin", detail=f"mark {desired.environment} building"),
+        Step(
+            kind="refresh_incremental",
+            detail=f"in one transaction: upsert changed rows, remove vanished ones: {by_mark}; copied whole: {whole}",
+        ),
+        Step(kind="ledger_commit", detail=f"mark {desired.environment} ready with the new watermarks"),
+    )
+
+
 def delete_steps(record: LedgerRecord, *, expire: bool = False) -> tuple[Step, ...]:
     last = (
         Step(kind="ledger_expire", detail=f"keep {record.name} in the ledger as expired")
@@ -202,7 +222,7 @@ def _plan_environment(
         due_text = (
             f"refresh every {every}: last refreshed {last:%Y-%m-%d %H:%M} UTC, due since {due:%Y-%m-%d %H:%M} UTC"
         )
-        return Refresh(**common, desired=want, reasons=(due_text,), steps=build_steps(want, rebuild=True))
+        return Refresh(**common, desired=want, reasons=(due_text,), steps=refresh_steps(want, record))
     if changes := _bookkeeping_changes(want, record):
         step = Step(kind="ledger_update", detail="update labels, description and lifecycle fields")
         return Update(**common, desired=want, reasons=tuple(changes), steps=(step,))

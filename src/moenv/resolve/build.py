@@ -262,6 +262,52 @@ def _check_rules(
                 _fragment(expression, "mask", table, where, catalog, problems)
         if rule.where is not None:
             _fragment(rule.where, "where", table, (*loc, "where"), catalog, problems)
+        if rule.watermark is not None:
+            mark = table.column(rule.watermark)
+            if mark is None:
+                problems.add((*loc, "watermark"), f"{name} has no column {rule.watermark!r}")
+            elif mark.name.lower() not in {k.lower() for k in kept}:
+                problems.add((*loc, "watermark"), f"{rule.watermark} is not copied (see columns/exclude_columns)")
+    refresh = spec.spec.refresh
+    if refresh is not None and refresh.mode == "incremental" and spec.spec.data == "full":
+        for name in names:
+            table = catalog.tables[name]
+            if table.kind != "table":
+                continue
+            reason = incremental_problem(table, spec.spec.rules.get(name))
+            if reason and refresh.fallback == "refuse":
+                problems.add(
+                    ("spec", "rules", name) if name in spec.spec.rules else ("spec", "refresh", "mode"),
+                    f"{name} cannot be refreshed incrementally: {reason}"
+                    " (or set refresh.fallback: full to copy it in full each time)",
+                )
+
+
+def table_key(table: Table) -> tuple[str, ...]:
+    """The primary key, else the first unique key whose columns are all NOT NULL; () when none."""
+    if table.primary_key:
+        return table.primary_key
+    for index in table.indexes:
+        columns = [table.column(c) for c in index.columns]
+        if index.unique and all(c is not None and not c.nullable for c in columns):
+            return index.columns
+    return ()
+
+
+def incremental_problem(table: Table, rule: RuleSpec | None) -> str | None:
+    """Why `table` cannot be refreshed by watermark; None when it can."""
+    if rule is None or rule.watermark is None:
+        return "it has no rules.<table>.watermark"
+    key = table_key(table)
+    if not key:
+        return "it has no primary key or unique NOT NULL key to match rows by"
+    masked = {c.lower() for c in rule.mask}
+    if any(c.lower() in masked for c in key):
+        return "its key is masked, so target rows cannot be matched with source rows"
+    kept = {c.lower() for c in _kept_columns(table, rule)}
+    if any(c.lower() not in kept for c in key):
+        return "its key is not copied"
+    return None
 
 
 def _kept_columns(table: Table, rule: RuleSpec | None) -> list[str]:
@@ -405,6 +451,10 @@ def _table_copy(
         deferred_names = [f.name for f in filters if f.deferred]
         if deferred_names:
             notes.append(f"rows whose {', '.join(deferred_names)} reference was not copied are removed after the copy")
+    incremental = body.refresh is not None and body.refresh.mode == "incremental"
+    watermark = None
+    if rule is not None and rule.watermark is not None and not (incremental and incremental_problem(table, rule)):
+        watermark = table.column(rule.watermark).name  # type: ignore[union-attr]
     unique = any(
         index.unique and any(c.lower() in {m.lower() for m in masked} for c in index.columns) for index in table.indexes
     )
@@ -427,6 +477,8 @@ def _table_copy(
         notes=tuple(notes) if body.constraints else (),
         estimated_rows=table.rows_estimate if with_data else 0,
         estimated_bytes=table.data_bytes if with_data else 0,
+        key=table_key(table),
+        watermark=watermark if with_data else None,
     )
 
 
