@@ -30,9 +30,10 @@ from typing import Any
 
 import pymysql
 import yaml
+from tests.support.mariadb import connect
+
 from moenv.engines.mysql import lock_name
 from moenv.models.ledger import holding_database, staging_database
-from tests.support.mariadb import connect
 
 REPO = Path(__file__).resolve().parents[1]
 CRASH_EXIT = 137
@@ -154,6 +155,80 @@ def _child(args: Sequence[str], env: Mapping[str, str], cwd: Path, out: int, err
     return code
 
 
+class ForkedRun:
+    """A forked child running moenv's CLI main(); `wait()` collects it as a Run."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        url: str | None,
+        ledger: str | None,
+        cwd: Path,
+        crash_after: int | None = None,
+        record: bool = False,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        env: dict[str, str] = dict(FAST_TLS_ENV)
+        if url is not None:
+            env["MOENV_URL"] = url
+        if ledger is not None:
+            env["MOENV_LEDGER"] = ledger
+        if crash_after is not None:
+            env["MOENV_TEST_CRASH_AFTER"] = str(crash_after)
+        env.update(extra_env or {})
+        self.args = list(args)
+        self.record = record
+        self._files = [tempfile.TemporaryFile() for _ in range(3)]  # noqa: SIM115 - closed by wait()
+        out, err, rec = self._files
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 99
+            try:
+                code = _child(args, env, cwd, out.fileno(), err.fileno(), rec.fileno() if record else None)
+            except BaseException:  # noqa: BLE001 - the child must never return into pytest
+                with contextlib.suppress(BaseException):
+                    os.write(err.fileno(), traceback.format_exc().encode())
+            finally:
+                with contextlib.suppress(BaseException):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        self.pid = pid
+        self._status: int | None = None
+
+    def poll(self) -> int | None:
+        if self._status is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self._status = os.waitstatus_to_exitcode(status)
+        return self._status
+
+    def wait(self, timeout: float = 60) -> Run:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, 9)
+                os.waitpid(self.pid, 0)
+                raise TimeoutError(f"moenv {' '.join(self.args)} did not finish within {timeout} s")
+            time.sleep(0.005)
+        out, err, rec = self._files
+        try:
+            out.seek(0)
+            err.seek(0)
+            rec.seek(0)
+            statements = rec.read().decode().split("\n") if self.record else None
+            assert self._status is not None
+            return Run(
+                self._status, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"), statements
+            )
+        finally:
+            for handle in self._files:
+                handle.close()
+
+
 def fork_cli(
     args: Sequence[str],
     *,
@@ -168,47 +243,12 @@ def fork_cli(
     """moenv's CLI main() in a forked child; `crash_after=k` arms the crash hook (exit 137 after k statements).
 
     `record=True` also returns the executor statements the run sent (the ones the hook counts).
+    Fork only while no other thread of the test runs (a child inherits locks held by other threads).
     """
-    env: dict[str, str] = dict(FAST_TLS_ENV)
-    if url is not None:
-        env["MOENV_URL"] = url
-    if ledger is not None:
-        env["MOENV_LEDGER"] = ledger
-    if crash_after is not None:
-        env["MOENV_TEST_CRASH_AFTER"] = str(crash_after)
-    env.update(extra_env or {})
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as rec:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            code = 99
-            try:
-                code = _child(args, env, cwd, out.fileno(), err.fileno(), rec.fileno() if record else None)
-            except BaseException:  # the child must never return into pytest
-                with contextlib.suppress(BaseException):
-                    os.write(err.fileno(), traceback.format_exc().encode())
-            finally:
-                with contextlib.suppress(BaseException):
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                os._exit(code)
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                raise TimeoutError(f"moenv {' '.join(args)} did not finish within {timeout} s")
-            time.sleep(0.005)
-        code = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        rec.seek(0)
-        statements = rec.read().decode().split("\n") if record else None
-        return Run(code, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"), statements)
+    child = ForkedRun(
+        args, url=url, ledger=ledger, cwd=cwd, crash_after=crash_after, record=record, extra_env=extra_env
+    )
+    return child.wait(timeout)
 
 
 def manifest_text(name: str, source: str, target: str, **spec: Any) -> str:

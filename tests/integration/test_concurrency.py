@@ -13,6 +13,7 @@ against the empty server, and only then lets them go.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,26 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from moenv import api
-from moenv.engines.mysql import lock_name
-from moenv.errors import MoenvError
-from moenv.models.config import Config, Server
 from tests.reliability_support import (
+    ForkedRun,
     Probe,
     Run,
     checksums,
     events,
-    finish,
     ledger_status,
     manifest_text,
     no_traceback,
     q,
     run_cli,
-    start_cli,
     wait_locks_free,
     work_databases,
 )
 from tests.support.mariadb import Sandbox
+
+from moenv import api
+from moenv.engines.mysql import lock_name
+from moenv.errors import MoenvError
+from moenv.models.config import Config, Server
 
 ROWS = 20_000
 # What a process that lost the race may say (exit 1); anything else is a failure.
@@ -66,8 +67,8 @@ class Fleet:
         self.environments[name] = target
         (self.directory / f"{short}.yaml").write_text(manifest_text(name, self.source, target, **spec), "utf-8")
 
-    def start(self, *args: str) -> object:
-        return start_cli(*args, url=self.box.url, ledger=self.box.ledger, cwd=self.directory)
+    def fork(self, *args: str) -> ForkedRun:
+        return ForkedRun(args, url=self.box.url, ledger=self.box.ledger, cwd=self.directory)
 
     def run(self, *args: str) -> Run:
         return run_cli(*args, url=self.box.url, ledger=self.box.ledger, cwd=self.directory)
@@ -127,9 +128,7 @@ class StatusWatcher:
         while not self.stop.is_set():
             run = self.fleet.run("status", *(["--json"] if as_json else []))
             self.cli_runs.append(run)
-            if run.code != 0 or "Traceback" in run.output or "warning: server" in run.output:
-                self.problems.append(str(run))
-            elif as_json and json.loads(run.stdout)["unreachable"]:
+            if run.code != 0 or "Traceback" in run.output or "warning: server" in run.output or (as_json and json.loads(run.stdout)["unreachable"]):
                 self.problems.append(str(run))
             as_json = not as_json
 
@@ -184,21 +183,22 @@ def test_eight_applies_released_at_once_build_each_environment_once(fleet: Fleet
     processes = 8
     for name in fleet.environments:
         assert fleet.probe.query("SELECT GET_LOCK(%s, 0)", (lock_name(name),)) == [(1,)]
-    with StatusWatcher(fleet) as watcher:
-        started = [fleet.start("apply", ".", "--yes", "--lock-timeout", "120") for _ in range(processes)]
+    started = [fleet.fork("apply", ".", "--yes", "--lock-timeout", "120") for _ in range(processes)]
+    with StatusWatcher(fleet) as watcher:  # threads start after the forks
         deadline = time.monotonic() + 90
         while waiting_for_lock(fleet.probe) < processes:  # every one planned a create and queued on the lock
             assert time.monotonic() < deadline, "the applies did not all reach the environment lock"
-            assert all(p.poll() is None for p in started), [finish(p) for p in started if p.poll() is not None]
+            assert all(p.poll() is None for p in started), [p.wait() for p in started if p.poll() is not None]
             time.sleep(0.05)
         for name in fleet.environments:
             fleet.probe.query("SELECT RELEASE_LOCK(%s)", (lock_name(name),))
-        runs = [finish(p) for p in started]
+        runs = [p.wait(120) for p in started]
     assert_outcomes(runs)
     for name in fleet.environments:
         succeeded = [e for e in events(fleet.probe, fleet.box.ledger, name) if e[2] == "succeeded"]
         assert succeeded == [(name, "create", "succeeded")], events(fleet.probe, fleet.box.ledger)
-    assert sum("Applied 2 of 2" in r.stdout for r in runs) == 1, [str(r) for r in runs]
+    applied = [int(m) for r in runs for m in re.findall(r"^Applied (\d+) of 2 action", r.stdout, re.MULTILINE)]
+    assert sum(applied) == len(fleet.environments), [str(r) for r in runs]
     assert not watcher.problems, watcher.problems[:3]
     assert watcher.cli_runs and watcher.api_calls
     assert_ledger_consistent(fleet)
@@ -211,8 +211,9 @@ def test_applies_racing_freely_rebuild_each_environment_once(fleet: Fleet) -> No
     fleet.write("dev", tables={"exclude": ["notes"]}, ttl="30d")  # a content change: rebuild
     fleet.write("qa", tables={"exclude": ["notes"]}, indexes=False)
     processes = 4
+    started = [fleet.fork("apply", ".", "--yes") for _ in range(processes)]
     with StatusWatcher(fleet) as watcher:
-        runs = [finish(p) for p in [fleet.start("apply", ".", "--yes") for _ in range(processes)]]
+        runs = [p.wait(120) for p in started]
     assert_outcomes(runs)
     for name in fleet.environments:
         rebuilt = [e for e in events(fleet.probe, fleet.box.ledger, name) if e[1] == "rebuild"]

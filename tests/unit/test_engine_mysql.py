@@ -404,7 +404,7 @@ def test_lock_name_is_short_and_stable() -> None:
 def test_ledger_migrations_quote_a_ledger_name_with_a_backtick() -> None:
     statements = ledger.migration_statements("mo`env", 0)
 
-    assert [version for version, _ in statements] == [1, 1, 1, 1]
+    assert [version for version, _ in statements] == [1, 1, 1, 1, 2]
     tables = []
     for _, sql in statements:
         assert "{db}" not in sql
@@ -413,7 +413,7 @@ def test_ledger_migrations_quote_a_ledger_name_with_a_backtick() -> None:
         (table,) = tree.find_all(exp.Table)
         assert table.db == "mo`env"
         tables.append(table.name)
-    assert tables == ["meta", "environments", "events", "meta"]
+    assert tables == ["meta", "environments", "events", "meta", "environments"]
 
 
 def test_an_up_to_date_ledger_needs_no_migration() -> None:

@@ -254,6 +254,8 @@ def test_a_full_copy() -> None:
         parents=("users",),
         filters=(ParentFilter(name="fk_orders_user", columns=("user_id",), parent="users", ref_columns=("id",)),),
         estimated_rows=100,
+        estimated_bytes=copy_of(want, "orders").estimated_bytes,
+        key=("id",),
     )
     assert want.source == Endpoint(server="default", database="src")
     assert want.target == Endpoint(server="default", database="dev_db")

@@ -145,6 +145,41 @@ class Connection:
         rows = self.query(sql, args)
         return rows[0][0] if rows else None
 
+    def stream(self, sql: str, *, doing: str | None = None) -> Iterator[tuple[Any, ...]]:
+        """The rows of one query as they arrive (unbuffered: constant memory; the session is busy
+        until the last row is read or the iterator is closed)."""
+        with db_errors(doing or _summary(sql), self.server), self._raw.cursor(pymysql.cursors.SSCursor) as cursor:
+            cursor.execute(sql)
+            self.statements += 1
+            STATEMENTS.value += 1
+            while (row := cursor.fetchone()) is not None:
+                yield tuple(row)
+
+    def execute_bytes(self, sql: bytes, *, doing: str) -> int:
+        """Run one statement given as bytes (values formatted by another server, sent untouched)."""
+        with db_errors(doing, self.server), self._raw.cursor() as cursor:
+            affected = int(cursor.execute(sql))
+        self.statements += 1
+        STATEMENTS.value += 1
+        return affected
+
+    def load_local(self, sql: str, *, doing: str) -> int:
+        """Run LOAD DATA LOCAL INFILE (the session must be opened with `local_infile=True`).
+
+        PyMySQL 1.2 sends the end-of-file packet in a `finally` after a lost connection has
+        closed the socket, which raises AttributeError over the real error: reported as 2013.
+        """
+        try:
+            return self.execute(sql, doing=doing)
+        except AttributeError as exc:
+            if getattr(self._raw, "_sock", True) is not None:
+                raise
+            raise DatabaseError(
+                f"{doing} on server {self.server.name}: lost connection to the server during the load",
+                code=2013,
+                hint=HINTS[2013],
+            ) from exc
+
     def close(self) -> None:
         with contextlib.suppress(pymysql.MySQLError):  # already gone: nothing to release
             self._raw.close()
@@ -168,8 +203,13 @@ def connect(
     counted: bool = False,
     database: str | None = None,
     connect_timeout: float = 10,
+    local_infile: bool = False,
 ) -> Connection:
-    """Open a session; `read_only` makes the server refuse writes in it (source sessions)."""
+    """Open a session; `read_only` makes the server refuse writes in it (source sessions).
+
+    `local_infile` lets the server read client files named in LOAD DATA LOCAL: only for the
+    target sessions of a cross-server copy, which load nothing else.
+    """
     params = dict(server.params)
     kwargs: dict[str, Any] = {
         "host": server.host,
@@ -179,7 +219,7 @@ def connect(
         "charset": params.get("charset", "utf8mb4"),
         "autocommit": True,
         "connect_timeout": connect_timeout,
-        "local_infile": False,
+        "local_infile": local_infile,
         "database": database,
     }
     if server.socket:

@@ -87,6 +87,9 @@ class Config:
     salt: str | None = field(default=None, repr=False)
     lock_timeout: float = 30.0
     quotas: Quotas = field(default_factory=Quotas)
+    retries: int = 3
+    """Attempts after the first for a table whose copy hit a transient error (lost connection,
+    deadlock, lock wait timeout), with exponential backoff."""
 
     def server(self, name: str) -> Server:
         try:
