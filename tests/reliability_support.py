@@ -23,14 +23,14 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pymysql
 import yaml
-from tests.support.mariadb import connect
+from tests.support.mariadb import Sandbox, connect
 
 from moenv.engines.mysql import lock_name
 from moenv.models.ledger import holding_database, staging_database
@@ -261,6 +261,28 @@ def manifest_text(name: str, source: str, target: str, **spec: Any) -> str:
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
+def tiny_source(db: str) -> list[str]:
+    """A tiny source: a self-referencing table, two FK-linked tables, tens of rows."""
+    d = q(db)
+    return [
+        f"CREATE DATABASE {d}",
+        f"""CREATE TABLE {d}.categories (id INT PRIMARY KEY, parent_id INT NULL, name VARCHAR(40) NOT NULL,
+            CONSTRAINT fk_cat_parent FOREIGN KEY (parent_id) REFERENCES {d}.categories (id)) ENGINE=InnoDB""",
+        f"""CREATE TABLE {d}.users (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, email VARCHAR(80) NULL,
+            KEY ix_users_email (email)) ENGINE=InnoDB""",
+        f"""CREATE TABLE {d}.orders (id INT PRIMARY KEY, user_id INT NOT NULL, category_id INT NULL,
+            total DECIMAL(10,2) NOT NULL,
+            CONSTRAINT fk_orders_user FOREIGN KEY (user_id) REFERENCES {d}.users (id),
+            CONSTRAINT fk_orders_cat FOREIGN KEY (category_id) REFERENCES {d}.categories (id)) ENGINE=InnoDB""",
+        f"INSERT INTO {d}.categories SELECT seq, IF(seq > 3, 1 + seq % 3, NULL), CONCAT('cat ', seq)"
+        f" FROM {d}.seq_1_to_12",
+        f"INSERT INTO {d}.users SELECT seq, CONCAT('user ', seq), CONCAT('u', seq, '@example.com')"
+        f" FROM {d}.seq_1_to_30",
+        f"INSERT INTO {d}.orders SELECT seq, 1 + seq % 30, IF(seq % 5 = 0, NULL, 1 + seq % 12), seq * 1.25"
+        f" FROM {d}.seq_1_to_60",
+    ]
+
+
 # -- probes ----------------------------------------------------------------------------------------
 
 
@@ -397,3 +419,69 @@ def events(box: Probe, ledger: str, environment: str | None = None) -> list[tupl
 
 def no_traceback(run: Run) -> None:
     assert "Traceback" not in run.output, str(run)
+
+
+# -- a test's bench --------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """One test's corner of a server: a source, manifests, forked CLI runs, probes; cleans moenv's work up."""
+
+    box: Sandbox
+    probe: Probe
+    directory: Path
+    url: str
+    environments: set[str] = field(default_factory=set)
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, box: Sandbox, directory: Path, *, url: str | None = None) -> Iterator[Bench]:
+        bench = cls(box, Probe(box.url), directory, url or box.url)
+        try:
+            yield bench
+        finally:
+            with contextlib.suppress(pymysql.MySQLError):
+                drop_work_databases(bench.probe, bench.environments)
+            bench.probe.close()
+
+    @property
+    def source(self) -> str:
+        return self.box.prefix + "src"
+
+    @property
+    def ledger(self) -> str:
+        return self.box.ledger
+
+    def database(self, short: str) -> str:
+        return self.box.prefix + short
+
+    def env(self, short: str) -> str:
+        name = f"{self.box.token}-{short}"
+        self.environments.add(name)
+        return name
+
+    def build_source(self) -> str:
+        for statement in tiny_source(self.source):
+            self.probe.execute(statement)
+        return self.source
+
+    def manifest(
+        self, short: str, *, source: str | None = None, target: str | None = None, file: str | None = None,
+        **spec: Any,
+    ) -> Path:
+        """Write the manifest of environment `<token>-<short>`: source (default: the tiny one) → `<prefix><short>`."""
+        path = self.directory / (file or f"{short}.yaml")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = manifest_text(self.env(short), source or self.source, target or self.database(short), **spec)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def cli(self, *args: str, url: str | None = None, extra_env: Mapping[str, str] | None = None) -> Run:
+        return fork_cli(args, url=url or self.url, ledger=self.ledger, cwd=self.directory, extra_env=extra_env)
+
+    def content(self, db: str) -> dict[str, Any]:
+        return content(self.probe, db)
+
+    def exists(self, db: str) -> bool:
+        return database_exists(self.probe, db)

@@ -32,6 +32,7 @@ from moenv.planner import build_plan
 from moenv.planner.build import delete_steps, refresh_steps
 from moenv.planner.gc import build_gc_plan
 from moenv.resolve import resolve_environment
+from moenv.resolve.estimate import count_statements, with_counts
 
 
 def current_config(path: Path | None = None) -> Config:
@@ -78,6 +79,7 @@ def resolve(manifests: Sequence[LoadedManifest], config: Config) -> dict[str, De
             problems += exc.problems
     if problems:
         raise ManifestError(problems)
+    desired = count_rows(desired, config)
     salted = sorted(name for name, want in desired.items() if any(t.needs_salt for t in want.tables))
     if salted and not config.salt:
         raise ConfigError(
@@ -85,6 +87,22 @@ def resolve(manifests: Sequence[LoadedManifest], config: Config) -> dict[str, De
             hint="set MOENV_SALT (or `salt:` in moenv.yaml); the salt never comes from a manifest",
         )
     return desired
+
+
+def count_rows(desired: Mapping[str, Desired], config: Config) -> dict[str, Desired]:
+    """Exact counts of the filtered tables (one COUNT per such table, on read-only source sessions)."""
+    by_server: dict[str, list[str]] = defaultdict(list)
+    for name, want in desired.items():
+        if want.manifest.spec.data == "full" and count_statements(want):
+            by_server[want.source.server].append(name)
+    counted = dict(desired)
+    for server_name, names in sorted(by_server.items()):
+        with connect(config.server(server_name), read_only=True) as conn:
+            for name in names:
+                statements = count_statements(desired[name])
+                counts = {table: int(conn.scalar(sql) or 0) for table, sql in statements.items()}
+                counted[name] = with_counts(desired[name], counts)
+    return counted
 
 
 def read_live(
@@ -150,8 +168,10 @@ def apply(
     reporter: Reporter | None = None,
     clock: Clock = utc_now,
     check_revisions: bool = True,
+    parallel: int = 1,
 ) -> ApplyResult:
-    return apply_plan(plan_, config, reporter=reporter, clock=clock, check_revisions=check_revisions)
+    """Apply a plan; `parallel` tables at once where the target is on another server than the source."""
+    return apply_plan(plan_, config, reporter=reporter, clock=clock, check_revisions=check_revisions, parallel=parallel)
 
 
 @dataclass(frozen=True)

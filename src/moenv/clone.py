@@ -116,6 +116,8 @@ class CloneResult:
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
     """How the guide's parameters were mapped where that is not obvious; views that could not be recreated."""
+    incremental: bool = False
+    """True when only the rows changed since the last copy were copied (clone_database_incremental, track_changes)."""
     error: str | None = None
 
 
@@ -558,17 +560,18 @@ class CloneManager:
     ) -> CloneResult:
         """Rows changed since a moment, or a clone kept up to date by change tracking.
 
-        Mapping (incremental refresh itself is not in this version of moenv):
-        - `last_clone_timestamp=T`: a full clone in which every table with a change column
-          (`ON UPDATE CURRENT_TIMESTAMP`, else updated_at, modified_at, …) keeps the rows with
-          `column >= T` (`rules.<t>.where`; T is compared as written with the column's values);
-          tables without one are copied whole; `integrity: loose`, since changed rows may
-          reference unchanged ones. Deleted rows are not represented.
+        Mapping, per table with a change column (`ON UPDATE CURRENT_TIMESTAMP`, else updated_at,
+        modified_at, …); tables without one are always copied whole:
+        - `last_clone_timestamp=T`: only the rows with `column >= T` (`rules.<t>.where`; T is
+          compared as written with the column's values), with `integrity: loose`, since changed
+          rows may reference unchanged ones. Rows deleted before T are not represented.
         - `change_window_hours=N` alone: the same, with `column >= NOW() - INTERVAL N HOUR`
           evaluated by the source server at copy time.
-        - `track_changes=True`: `refresh: {every: <N or 24>h, mode: incremental}` and
-          `rules.<t>.watermark` on those columns. This version refuses them (as it refuses them
-          in a manifest): CloneError "incremental refresh is not supported yet", nothing touched.
+        - `track_changes=True`: `rules.<t>.watermark: column` and `refresh: {every: <N or 24>h,
+          mode: incremental, fallback: full}`. The first call copies; calling again with the same
+          arguments refreshes in place: rows changed since the stored watermarks are upserted,
+          rows gone from the source removed (`CloneResult.incremental`). `moenv export` gives the
+          manifest that `moenv apply` then refreshes every N hours.
         - none of them: a full clone (the first copy of an incremental series is a full one).
         """
         catalog = self._source_catalog(source_database)
@@ -602,7 +605,8 @@ class CloneManager:
         if track_changes:
             for table, column in changes.items():
                 rules.setdefault(table, {})["watermark"] = column
-            body["refresh"] = {"every": f"{_hours(change_window_hours or 24)}h", "mode": "incremental"}
+            every = f"{_hours(change_window_hours or 24)}h"
+            body["refresh"] = {"every": every, "mode": "incremental", "fallback": "full"}
         body["rules"] = rules
         request = _Request(
             "clone_database_incremental", source_database, target_database, body, merge=False, notes=tuple(notes)
@@ -995,8 +999,10 @@ class CloneManager:
         if actions:
             applied.append(self._apply(plan.model_copy(update={"actions": actions}), name))
         if not actions or actions[0].op == "update":
+            refresh = spec.spec.refresh
+            full = refresh is None or refresh.mode != "incremental"
             try:
-                again = api.refresh_plan(self._config, name, now=self._clock(), full=True)
+                again = api.refresh_plan(self._config, name, now=self._clock(), full=full)
             except ConflictError as exc:
                 raise _clone_error(exc, name) from exc
             applied.append(self._apply(again, name))
@@ -1016,6 +1022,7 @@ class CloneManager:
             rows_copied=applied[-1][1],
             seconds=round(sum(s for _, _, s in applied), 3),
             notes=notes,
+            incremental=any(step.kind == "refresh_incremental" for step in action.steps),
         )
 
     def _apply(self, plan: Plan, name: str) -> tuple[Action, int, float]:

@@ -649,19 +649,35 @@ def test_incremental_backup_keeps_the_rows_changed_since_the_last_one(guide: Gui
     assert counts["order_items"] == guide.count(source, "order_items")
 
 
-def test_change_tracking_is_refused_until_incremental_refresh_exists(guide: Guide) -> None:
+def test_change_tracking_refreshes_the_clone_incrementally(guide: Guide) -> None:
     clone_manager = guide.connect().clone
-    target = guide.db("tracked_backup")
+    source, target = guide.production, guide.db("tracked_backup")
 
-    with pytest.raises(moenv.CloneError, match="incremental refresh is not supported yet") as info:
-        clone_manager.clone_database_incremental(
-            source_database=guide.production, target_database=target, track_changes=True, change_window_hours=24
+    def tracked() -> CloneResult:
+        return clone_manager.clone_database_incremental(
+            source_database=source, target_database=target, track_changes=True, change_window_hours=24
         )
 
-    assert "track_changes=True" in str(info.value)
-    assert isinstance(info.value.__cause__, moenv.ManifestError)
-    assert not guide.exists(target)
-    assert guide.environments() == []
+    first = tracked()
+    assert (first.action, first.incremental) == ("create", False)
+    assert guide.counts(target) == guide.counts(source)
+    # production moves on: a changed user, a new order, a deleted order, scratch rows gone
+    guide.sandbox.execute(f"UPDATE {q(source)}.users SET email = 'changed@corp.test', updated_at = NOW() WHERE id = 7")
+    guide.sandbox.execute(
+        f"INSERT INTO {q(source)}.orders VALUES ({ORDERS + 1}, 1, 1, 'pending', NOW(), NOW())"
+    )
+    guide.sandbox.execute(f"DELETE FROM {q(source)}.order_items WHERE order_id = 5")
+    guide.sandbox.execute(f"DELETE FROM {q(source)}.orders WHERE id = 5")
+    guide.sandbox.execute(f"DELETE FROM {q(source)}.temp_data WHERE id <= 5")
+
+    again = tracked()
+
+    assert (again.action, again.incremental) == ("refresh", True)
+    assert guide.counts(target) == guide.counts(source)
+    assert guide.scalar(f"SELECT email FROM {q(target)}.users WHERE id = 7") == "changed@corp.test"
+    assert guide.count(target, "orders", "id = 5") == 0
+    refresh = clone_manager.get_clone(target)
+    assert refresh is not None and refresh.status == "completed"
 
 
 def test_cleanup_of_old_backups_with_a_clock(guide: Guide, tmp_path: Path) -> None:

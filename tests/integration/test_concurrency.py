@@ -39,7 +39,6 @@ from tests.support.mariadb import Sandbox
 
 from moenv import api
 from moenv.engines.mysql import lock_name
-from moenv.errors import MoenvError
 from moenv.models.config import Config, Server
 
 ROWS = 20_000
@@ -128,15 +127,21 @@ class StatusWatcher:
         while not self.stop.is_set():
             run = self.fleet.run("status", *(["--json"] if as_json else []))
             self.cli_runs.append(run)
-            if run.code != 0 or "Traceback" in run.output or "warning: server" in run.output or (as_json and json.loads(run.stdout)["unreachable"]):
+            if run.code != 0 or "Traceback" in run.output or "warning: server" in run.output:
                 self.problems.append(str(run))
+            elif as_json:
+                try:
+                    if json.loads(run.stdout)["unreachable"]:
+                        self.problems.append(str(run))
+                except (ValueError, KeyError) as exc:
+                    self.problems.append(f"status --json: {exc!r}\n{run}")
             as_json = not as_json
 
     def _api(self) -> None:
         while not self.stop.is_set():
             try:
                 status = api.status(self.fleet.config)
-            except MoenvError as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding; the thread must go on
                 self.problems.append(f"api.status raised {exc!r}")
                 continue
             if status.unreachable:
@@ -147,7 +152,8 @@ class StatusWatcher:
 
 def waiting_for_lock(probe: Probe) -> int:
     rows = probe.query(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT GET_LOCK(%' AND ID <> CONNECTION_ID()"
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+        " WHERE INFO LIKE 'SELECT GET_LOCK(%' AND ID <> CONNECTION_ID()"
     )
     return int(rows[0][0])
 

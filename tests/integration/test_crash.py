@@ -31,6 +31,7 @@ from tests.reliability_support import (
     no_traceback,
     q,
     run_cli,
+    tiny_source,
     wait_locks_free,
     work_databases,
 )
@@ -38,28 +39,6 @@ from tests.support.mariadb import Sandbox
 
 # Reported by the sweeps, read by test_crash_points_were_counted (and printed with -s).
 CRASH_POINTS: dict[str, int] = {}
-
-
-def source_statements(db: str) -> list[str]:
-    """A tiny source: a self-referencing table, two FK-linked tables, tens of rows."""
-    d = q(db)
-    return [
-        f"CREATE DATABASE {d}",
-        f"""CREATE TABLE {d}.categories (id INT PRIMARY KEY, parent_id INT NULL, name VARCHAR(40) NOT NULL,
-            CONSTRAINT fk_cat_parent FOREIGN KEY (parent_id) REFERENCES {d}.categories (id)) ENGINE=InnoDB""",
-        f"""CREATE TABLE {d}.users (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, email VARCHAR(80) NULL,
-            KEY ix_users_email (email)) ENGINE=InnoDB""",
-        f"""CREATE TABLE {d}.orders (id INT PRIMARY KEY, user_id INT NOT NULL, category_id INT NULL,
-            total DECIMAL(10,2) NOT NULL,
-            CONSTRAINT fk_orders_user FOREIGN KEY (user_id) REFERENCES {d}.users (id),
-            CONSTRAINT fk_orders_cat FOREIGN KEY (category_id) REFERENCES {d}.categories (id)) ENGINE=InnoDB""",
-        f"INSERT INTO {d}.categories SELECT seq, IF(seq > 3, 1 + seq % 3, NULL), CONCAT('cat ', seq)"
-        f" FROM {d}.seq_1_to_12",
-        f"INSERT INTO {d}.users SELECT seq, CONCAT('user ', seq), CONCAT('u', seq, '@example.com')"
-        f" FROM {d}.seq_1_to_30",
-        f"INSERT INTO {d}.orders SELECT seq, 1 + seq % 30, IF(seq % 5 = 0, NULL, 1 + seq % 12), seq * 1.25"
-        f" FROM {d}.seq_1_to_60",
-    ]
 
 
 @dataclass
@@ -104,7 +83,8 @@ class CrashWorld:
         self.check(label, not work_databases(self.probe, [self.env]), work_databases(self.probe, [self.env]))
         held = wait_locks_free(self.probe, [self.env])
         self.check(label, not held, f"lock still held: {held}")
-        unfinished = {n: s for n, s in ledger_status(self.probe, self.box.ledger).items() if s in {"building", "deleting"}}
+        statuses = ledger_status(self.probe, self.box.ledger)
+        unfinished = {n: s for n, s in statuses.items() if s in {"building", "deleting"}}
         self.check(label, not unfinished, f"ledger rows left unfinished: {unfinished}")
 
     def reset(self) -> None:
@@ -120,7 +100,7 @@ class CrashWorld:
 @pytest.fixture
 def world(sandbox: Sandbox, tmp_path: Path) -> Iterator[CrashWorld]:
     source, target = sandbox.prefix + "src", sandbox.prefix + "dev"
-    for statement in source_statements(source):
+    for statement in tiny_source(source):
         sandbox.execute(statement)
     env = f"{sandbox.token}-crash"
     manifest = tmp_path / "crash.yaml"
@@ -168,7 +148,9 @@ def test_crash_at_every_statement_of_a_create(world: CrashWorld) -> None:
 def _change_source(world: CrashWorld, round_: int) -> None:
     """A new source state for each refresh: one row changed, one added (the copy must follow)."""
     s = q(world.source)
-    world.probe.execute(f"UPDATE {s}.users SET name = CONCAT('user ', id, ' r', %s) WHERE id = %s", (round_, 1 + round_ % 30))
+    world.probe.execute(
+        f"UPDATE {s}.users SET name = CONCAT('user ', id, ' r', %s) WHERE id = %s", (round_, 1 + round_ % 30)
+    )
     world.probe.execute(f"INSERT INTO {s}.orders VALUES (%s, %s, NULL, %s)", (1000 + round_, 1 + round_ % 30, round_))
 
 

@@ -225,13 +225,18 @@ def _confirm(plan: Plan, yes: bool) -> None:
         raise click.Abort
 
 
-def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool) -> None:
+def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool, parallel: int = 1) -> None:
     if not plan.has_changes:
         click.echo("Nothing to do.")
         return
     _confirm(plan, yes)
     result = api.apply(
-        plan, config=state.config, reporter=TerminalReporter(), clock=state.clock, check_revisions=check_revisions
+        plan,
+        config=state.config,
+        reporter=TerminalReporter(),
+        clock=state.clock,
+        check_revisions=check_revisions,
+        parallel=parallel,
     )
     done = sum(1 for r in result.results if r.ok)
     click.echo(f"Applied {done} of {len(result.results)} action(s).")
@@ -250,6 +255,13 @@ def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool) -> None:
     type=click.FloatRange(min=0),
     help="Seconds to wait for an environment another run is applying (default: lock_timeout in moenv.yaml, 30).",
 )
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Tables copied at once when the target is on another server than the source.",
+)
 @click.pass_obj
 def apply(
     state: State,
@@ -264,6 +276,7 @@ def apply(
     labels: tuple[str, ...],
     yes: bool,
     lock_timeout: float | None,
+    parallel: int,
 ) -> None:
     """Make the servers match the manifests (or apply a saved plan.json exactly)."""
     if lock_timeout is not None:
@@ -271,12 +284,12 @@ def apply(
     if _is_saved_plan(paths):
         saved = _load_plan(paths[0])
         click.echo(render_text(saved))
-        _run(state, saved, yes=yes, check_revisions=True)
+        _run(state, saved, yes=yes, check_revisions=True, parallel=parallel)
         return
     options = _options(prune, force, adopt, max_deletes, only, labels)
     result = _plan(state, paths, load_variables(var_pairs, var_files), options)
     click.echo(render_text(result))
-    _run(state, result, yes=yes, check_revisions=False)
+    _run(state, result, yes=yes, check_revisions=False, parallel=parallel)
 
 
 @cli.command()
@@ -286,6 +299,8 @@ def status(state: State, as_json: bool) -> None:
     """List the environments moenv manages, with their progress."""
     result = api.status(state.config)
     click.echo(json.dumps(status_json(result), indent=2) if as_json else render_status(result, state.now))
+    if result.unreachable:  # what was printed is incomplete: a monitoring job must notice
+        raise SystemExit(EXIT_ERROR)
 
 
 @cli.command()

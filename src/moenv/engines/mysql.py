@@ -336,14 +336,18 @@ STREAM_SOURCE_SESSION = (
     "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
     "SET SESSION group_concat_max_len = 4294967295",
     "SET SESSION character_set_results = binary",
+    "SET SESSION net_write_timeout = 3600",
 )
 START_SNAPSHOT = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"
 # The loading sessions: COPY_SESSION, plus UTC (TIMESTAMP values arrive as epoch seconds) and
-# NO_AUTO_VALUE_ON_ZERO (a source row whose AUTO_INCREMENT column holds 0 keeps its 0).
+# NO_AUTO_VALUE_ON_ZERO (a source row whose AUTO_INCREMENT column holds 0 keeps its 0). A load
+# may wait for its next chunk while the source evaluates a slow `where`, or while another table
+# holds a shared snapshot session: longer network timeouts than the default 30/60 s, both sides.
 STREAM_TARGET_SESSION = (
     *COPY_SESSION,
     "SET SESSION time_zone = '+00:00'",
     "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'NO_AUTO_VALUE_ON_ZERO')",
+    "SET SESSION net_read_timeout = 3600",
 )
 
 
@@ -567,6 +571,7 @@ def load_data(copy: TableCopy, columns: Sequence[LoadColumn], *, database: str, 
 STREAM_INSERT_SESSION = (
     *COPY_SESSION,
     "SET SESSION time_zone = '+00:00'",
+    "SET SESSION net_read_timeout = 3600",
     "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES'",
     "SET NAMES binary",
 )
@@ -591,6 +596,14 @@ def insert_value(column: LoadColumn, expression: str, *, plain: bool) -> str:
     return f"QUOTE(CAST({expression} AS BINARY))"
 
 
+def _insert_tuple(copy: TableCopy, columns: Sequence[LoadColumn]) -> str:
+    values = [
+        insert_value(column, expression, plain=expression == quote_ident(column.name))
+        for column, expression in zip(columns, copy.select, strict=True)
+    ]
+    return "CONCAT('(', CONCAT_WS(',', " + ", ".join(values) + "), ')')"
+
+
 def insert_chunk(
     copy: TableCopy,
     columns: Sequence[LoadColumn],
@@ -601,13 +614,23 @@ def insert_chunk(
     up_to: Sequence[str] | None,
 ) -> str:
     """A key range as `(…),(…)` VALUES text, and its row count."""
-    values = [
-        insert_value(column, expression, plain=expression == quote_ident(column.name))
-        for column, expression in zip(columns, copy.select, strict=True)
-    ]
-    row = "CONCAT('(', CONCAT_WS(',', " + ", ".join(values) + "), ')')"
-    return f"SELECT COUNT(*), GROUP_CONCAT({row} SEPARATOR ',')" + _stream_from(
+    return f"SELECT COUNT(*), GROUP_CONCAT({_insert_tuple(copy, columns)} SEPARATOR ',')" + _stream_from(
         copy, source_database, _range(copy, key, after, up_to)
+    )
+
+
+def insert_rows(
+    copy: TableCopy,
+    columns: Sequence[LoadColumn],
+    key: Sequence[str] = (),
+    *,
+    source_database: str,
+    after: Sequence[str] | None = None,
+    up_to: Sequence[str] | None = None,
+) -> str:
+    """One VALUES tuple per row (tables without a primary key, chunks cut short)."""
+    return f"SELECT {_insert_tuple(copy, columns)}" + _stream_from(
+        copy, source_database, _range(copy, key, after, up_to) if key else ([copy.where] if copy.where else [])
     )
 
 
@@ -638,29 +661,44 @@ def drop_leak_table(database: str) -> str:
     return f"DROP TEMPORARY TABLE IF EXISTS {qualified(database, LEAK_TABLE)}"
 
 
-def leak_values(
+def _leak_conditions(
+    column: LoadColumn, key: Sequence[str], after: Sequence[str] | None, up_to: Sequence[str] | None
+) -> list[str]:
+    a = quote_ident(SOURCE_ALIAS)
+    conditions = [key_after(key, after)] if key and after else []
+    if key and up_to:
+        conditions.append(key_up_to(key, up_to))
+    return [*conditions, f"{a}.{quote_ident(column.name)} IS NOT NULL"]
+
+
+def leak_chunk(
     copy: TableCopy,
     column: LoadColumn,
     key: Sequence[str],
     *,
     source_database: str,
+    after: Sequence[str] | None,
+    up_to: Sequence[str] | None,
+) -> str:
+    """A key range of the source's non-NULL values of a masked column, as stream lines."""
+    value = stream_value(column, f"{quote_ident(SOURCE_ALIAS)}.{quote_ident(column.name)}", plain=True)
+    return f"SELECT COUNT(*), GROUP_CONCAT({value} SEPARATOR {LINE_SEPARATOR})" + _stream_from(
+        copy, source_database, _leak_conditions(column, key, after, up_to)
+    )
+
+
+def leak_rows(
+    copy: TableCopy,
+    column: LoadColumn,
+    key: Sequence[str] = (),
+    *,
+    source_database: str,
     after: Sequence[str] | None = None,
     up_to: Sequence[str] | None = None,
 ) -> str:
-    """The source's non-NULL values of a masked column, as stream lines (a key range of them with a key)."""
-    a = quote_ident(SOURCE_ALIAS)
-    value = stream_value(column, f"{a}.{quote_ident(column.name)}", plain=True)
-    conditions = [f"{a}.{quote_ident(column.name)} IS NOT NULL"]
-    if key:
-        conditions = [
-            *([key_after(key, after)] if after else []),
-            *([key_up_to(key, up_to)] if up_to else []),
-            *conditions,
-        ]
-        return f"SELECT COUNT(*), GROUP_CONCAT({value} SEPARATOR {LINE_SEPARATOR})" + _stream_from(
-            copy, source_database, conditions
-        )
-    return f"SELECT {value}" + _stream_from(copy, source_database, conditions)
+    """The same values one per row (tables without a primary key, chunks cut short)."""
+    value = stream_value(column, f"{quote_ident(SOURCE_ALIAS)}.{quote_ident(column.name)}", plain=True)
+    return f"SELECT {value}" + _stream_from(copy, source_database, _leak_conditions(column, key, after, up_to))
 
 
 def load_leak_values(column: LoadColumn, *, database: str, path: str) -> str:

@@ -23,6 +23,7 @@ from moenv.executor.ledger import (
 )
 from moenv.executor.locks import environment_lock
 from moenv.executor.report import Reporter, SilentReporter
+from moenv.executor.stream import CrossServerCopy, TableResult
 from moenv.live.catalog import read_databases, read_target_shapes
 from moenv.live.connection import Connection, connect
 from moenv.live.ledger import read_ledger
@@ -82,8 +83,12 @@ def apply_plan(
     reporter: Reporter | None = None,
     clock: Clock = utc_now,
     check_revisions: bool = True,
+    parallel: int = 1,
 ) -> ApplyResult:
-    """Apply every action; a failing environment is reported and the others still run."""
+    """Apply every action; a failing environment is reported and the others still run.
+
+    `parallel`: tables copied at once by a cross-server copy (streamed through this process).
+    """
     out = reporter or SilentReporter()
     if check_revisions:
         check_fresh(plan, config)
@@ -92,7 +97,7 @@ def apply_plan(
         started = time.monotonic()
         out.action_started(action)
         try:
-            rows = _apply_action(action, plan, config, out, clock)
+            rows = _apply_action(action, plan, config, out, clock, parallel)
         except MoenvError as exc:
             seconds = time.monotonic() - started
             message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
@@ -105,7 +110,7 @@ def apply_plan(
     return result
 
 
-def _apply_action(action: Action, plan: Plan, config: Config, out: Reporter, clock: Clock) -> int:
+def _apply_action(action: Action, plan: Plan, config: Config, out: Reporter, clock: Clock, parallel: int = 1) -> int:
     server = config.server(action.target_server)
     ledger = plan.ledger_database
     with ExitStack() as stack:
@@ -124,7 +129,7 @@ def _apply_action(action: Action, plan: Plan, config: Config, out: Reporter, clo
                 f"{action.environment} was changed by another moenv run after this plan was made; nothing done",
                 hint="run `moenv plan` again",
             )
-        run = _Run(action, conn, ledger, config, out, clock, record)
+        run = _Run(action, conn, ledger, config, out, clock, record, parallel=parallel)
         return run.execute()
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows
 
@@ -141,6 +146,8 @@ class _Run:
         out: Reporter,
         clock: Clock,
         record: LedgerRecord | None,
+        *,
+        parallel: int = 1,
     ) -> None:
         self.action = action
         self.conn = conn
@@ -157,8 +164,13 @@ class _Run:
         self.started_at = clock()
         self.last_progress = time.monotonic()
         self.session_ready = False
+        self.undo: Callable[[], object] | None = None
+        self.stale_views: list[str] = []
         self.watermarks: dict[str, str] = {}
         self.salted = False
+        self.parallel = parallel
+        self.cross: CrossServerCopy | None = None  # the target is on another server than the source
+        self.orphans_removed: int | None = None
 
     @property
     def desired(self) -> Desired:
@@ -193,6 +205,8 @@ class _Run:
                 began = began or step.kind == "ledger_begin"
                 self.out.step_finished(self.action, step, rows=rows, seconds=time.monotonic() - started)
         except MoenvError as exc:
+            if self.cross is not None:  # its workers stop before the staging they load is dropped
+                self.cross.close()
             if began:
                 self._fail(exc)
             raise CloneError(
@@ -200,6 +214,9 @@ class _Run:
                 environment=self.action.environment,
                 hint=exc.hint,
             ) from exc
+        finally:
+            if self.cross is not None:
+                self.cross.close()
         return self.rows
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -272,7 +289,8 @@ class _Run:
             message=None,
             watermarks=dict(self.watermarks),
         )
-        write_record(self.conn, self.ledger, record, self._event("succeeded", rows=self.rows))
+        notes = "; ".join(self.cross.notes)[:2000] if self.cross is not None else ""
+        write_record(self.conn, self.ledger, record, self._event("succeeded", notes or None, rows=self.rows))
         self.record = record
 
     def ledger_update(self, step: Step) -> None:
@@ -316,6 +334,8 @@ class _Run:
     def _fail(self, exc: MoenvError) -> None:
         """Leave nothing half-built visible and say so in the ledger; never raises over `exc`."""
         try:
+            if self.undo is not None:  # failed after the swap: the old environment (or none) comes back
+                self.undo()
             self.conn.execute(mysql.drop_database(self.staging))
             self.conn.execute(mysql.drop_database(self.holding))
             if self.record is not None:
@@ -332,7 +352,7 @@ class _Run:
         # The staging name is reserved for moenv and recorded in the ledger before this runs.
         self.conn.execute(mysql.drop_database(self.staging))
         self.conn.execute(mysql.drop_database(self.holding))
-        charset = self.conn.query(mysql.database_charset(), (self.desired.source.database,))
+        charset = self._source_conn().query(mysql.database_charset(), (self.desired.source.database,))
         cs, coll = (str(charset[0][0]), str(charset[0][1])) if charset else (None, None)
         self.conn.execute(mysql.create_database(self.staging, cs, coll))
 
@@ -342,7 +362,7 @@ class _Run:
     def create_table(self, step: Step) -> None:
         copy = self._copy(step)
         want = self.desired
-        rows = self.conn.query(mysql.show_create_table(want.source.database, copy.source))
+        rows = self._source_conn().query(mysql.show_create_table(want.source.database, copy.source))
         try:
             ddl = mysql.adapt_create_table(
                 str(rows[0][1]),
@@ -376,8 +396,76 @@ class _Run:
         self.conn.execute(SET_SALT_SQL, (self.config.salt,), doing="setting the pseudonym salt")
         self.salted = True
 
-    def copy_rows(self, step: Step) -> int:
+    # -- cross-server: tables streamed through this process (executor/stream.py) -------------
+
+    def _cross(self) -> CrossServerCopy | None:
+        if self.cross is None and isinstance(self.action, Create | Rebuild | Refresh):
+            want = self.desired
+            if want.source.server != want.target.server:
+                self.cross = CrossServerCopy(
+                    self.config.server(want.source.server),
+                    self.config.server(want.target.server),
+                    source_database=want.source.database,
+                    staging=self.staging,
+                    salt=self.config.salt,
+                    parallel=self.parallel,
+                    retries=self.config.retries,
+                )
+        return self.cross
+
+    def _source_conn(self) -> Connection:
+        """Where the source database is read outside the copy itself (DDL, character set)."""
+        cross = self._cross()
+        return cross.source if cross is not None else self.conn
+
+    def _stream(self, cross: CrossServerCopy, copy: TableCopy) -> int | None:
+        """One worker: copied now, its rows reported by this step; more: copied together later."""
+        if copy.needs_salt:
+            self._salt_configured()
+        cross.submit(copy)
+        if self.parallel > 1:
+            return None
+        before = self.rows
+        cross.wait(self._stream_progress, self._streamed)
+        return self.rows - before
+
+    def _salt_configured(self) -> None:
+        if self.config.salt is None:
+            raise CloneError(
+                "a mask uses a moenv.* helper but no salt is configured",
+                environment=self.action.environment,
+                hint="set MOENV_SALT (or `salt:` in moenv.yaml); the salt never comes from a manifest",
+            )
+
+    def _streamed(self, result: TableResult) -> None:
+        self.rows += result.rows
+        self.tables_done += 1
+        self.stats.append(
+            TableStat(table=result.copy.target, rows=result.rows, method="stream", seconds=result.seconds)
+        )
+
+    def _stream_progress(self, in_flight: int) -> None:
+        if time.monotonic() - self.last_progress > 2:
+            write_progress(
+                self.conn, self.ledger, self.action.environment, self.tables_done, self.rows + in_flight, self.clock()
+            )
+            self.last_progress = time.monotonic()
+
+    def _streams_done(self) -> int:
+        """Every streamed table loaded; then every integrity filter enforced on the target (the
+        source cannot see the parents copied there): the orphan fixpoint over all filters."""
+        if self.cross is None:
+            return 0
+        if self.orphans_removed is None:
+            self.cross.wait(self._stream_progress, self._streamed)
+            tables = self.desired.tables
+            self.orphans_removed = self._orphan_fixpoint([(t, f) for t in tables for f in t.filters], self.staging)
+        return self.orphans_removed
+
+    def copy_rows(self, step: Step) -> int | None:
         copy = self._copy(step)
+        if (cross := self._cross()) is not None:
+            return self._stream(cross, copy)
         self._copy_session()
         if copy.needs_salt:
             self._salt()
@@ -410,7 +498,7 @@ class _Run:
         """Read before the copy: rows changed while it runs are copied again by the next refresh (upserts)."""
         if copy.watermark is None:
             return
-        mark = self.conn.scalar(mysql.max_watermark(copy, source_database=self.desired.source.database))
+        mark = self._source_conn().scalar(mysql.max_watermark(copy, source_database=self.desired.source.database))
         if mark is not None:
             self.watermarks[copy.source] = str(mark)
         else:
@@ -418,6 +506,8 @@ class _Run:
 
     def delete_orphans(self, step: Step) -> int:
         """Self-references and cycle edges are checked after the copy, until no row is removed."""
+        if self.cross is not None:
+            return self._streams_done()
         tables = self.desired.tables
         return self._orphan_fixpoint([(t, f) for t in tables for f in t.filters if f.deferred], self.staging)
 
@@ -444,18 +534,22 @@ class _Run:
         ]
 
     def check_leaks(self, step: Step) -> int:
+        self._streams_done()
         self._check_leaks(self._copy(step), self.staging)
         return 0
 
     def _check_leaks(self, copy: TableCopy, database: str) -> None:
         leaks = {}
         for column in copy.masked:
-            count = int(
-                self.conn.scalar(
-                    mysql.count_leaks(copy, column, source_database=self.desired.source.database, database=database)
+            if self.cross is not None:  # no anti-join across servers: source values loaded next to the copy
+                count = self.cross.count_leaks(copy, column)
+            else:
+                count = int(
+                    self.conn.scalar(
+                        mysql.count_leaks(copy, column, source_database=self.desired.source.database, database=database)
+                    )
+                    or 0
                 )
-                or 0
-            )
             if count:
                 leaks[column] = count
         if leaks:
@@ -531,6 +625,7 @@ class _Run:
         raise CloneError(f"the plan names table {step.table}, which its environment does not copy")
 
     def swap(self, step: Step) -> None:
+        self._streams_done()
         want = self.desired
         target = want.target.database
         new_tables = [t.target for t in want.tables]
@@ -538,26 +633,37 @@ class _Run:
             if not copy.with_data:
                 self.stats.append(TableStat(table=copy.target, rows=0, method=copy.method))
                 self.tables_done += 1
+        # Every view is first created over the staging tables: one that cannot be recreated fails
+        # the apply here, before anything is visible.
+        for view in want.views:
+            self.conn.execute(
+                mysql.create_view(
+                    view, source_database=want.source.database, target=self.staging, renames=self._renames()
+                ),
+                doing=f"checking view {view.name} over the copy",
+            )
         existing = read_databases(self.conn)
         if target not in existing:
             charset = self.conn.query(mysql.database_charset(), (self.staging,))
             cs, coll = (str(charset[0][0]), str(charset[0][1])) if charset else (None, None)
             self.conn.execute(mysql.create_database(target, cs, coll))
+            self.undo = lambda: self.conn.execute(mysql.drop_database(target))
             if new_tables:
                 self.conn.execute(mysql.rename_into(new_tables, staging=self.staging, target=target))
             return
         present = self.conn.query(mysql.list_tables(), (target,))
         old_tables = sorted(str(name) for name, kind in present if kind != "VIEW")
-        old_views = sorted(str(name) for name, kind in present if kind == "VIEW")
+        wanted_views = {v.name for v in want.views}
+        self.stale_views = sorted(str(name) for name, kind in present if kind == "VIEW" and name not in wanted_views)
         self.conn.execute(mysql.create_database(self.holding))
         if old_tables or new_tables:
             self.conn.execute(
                 mysql.swap_tables(new_tables, old_tables, staging=self.staging, target=target, holding=self.holding)
             )
-        wanted_views = {v.name for v in want.views}
-        for view in old_views:
-            if view not in wanted_views:
-                self.conn.execute(mysql.drop_view(target, view))
+            # Undone by the same swap the other way round: the old tables come back from holding.
+            self.undo = lambda: self.conn.execute(
+                mysql.swap_tables(old_tables, new_tables, staging=self.holding, target=target, holding=self.staging)
+            )
 
     def create_view(self, step: Step) -> None:
         want = self.desired
@@ -573,6 +679,9 @@ class _Run:
         raise CloneError(f"the plan names view {step.table}, which its environment does not have")
 
     def drop_leftovers(self, step: Step) -> None:
+        for view in self.stale_views:
+            self.conn.execute(mysql.drop_view(self.desired.target.database, view))
+        self.undo = None
         self.conn.execute(mysql.drop_database(self.staging))
         self.conn.execute(mysql.drop_database(self.holding))
 

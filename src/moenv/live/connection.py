@@ -226,6 +226,8 @@ def connect(
         kwargs["unix_socket"] = server.socket
     if "ssl_ca" in params:
         kwargs["ssl"] = {"ca": params["ssl_ca"]}
+    else:
+        kwargs["ssl_disabled"] = True  # PyMySQL builds an SSL context per connection otherwise (~40 ms)
     with db_errors("connecting", server):
         raw = pymysql.connect(**kwargs)
     with db_errors("reading the server version", server), raw.cursor() as cursor:

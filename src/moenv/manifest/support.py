@@ -22,10 +22,6 @@ def unsupported_fields(spec: EnvironmentSpec) -> list[tuple[Loc, str]]:
     def refuse(loc: Loc, what: str) -> None:
         found.append((("spec", *loc), f"{what} is not supported yet by this version of moenv"))
 
-    if body.target.server is not None and body.target.server != body.source.server:
-        refuse(("target", "server"), "a target on another server than the source (cross-server copy)")
     if body.verify.content:
         refuse(("verify", "content"), "content verification")
-    if body.budget.max_rows is not None:
-        refuse(("budget", "max_rows"), "row budgets")
     return found

@@ -69,6 +69,8 @@ class TableCopy(_Value):
     """Foreign keys of the source not created in the target (their reason is in `notes`)."""
     notes: tuple[str, ...] = ()
     estimated_rows: int | None = None
+    rows_exact: bool = False
+    """True when `estimated_rows` was counted with the filters at plan time; else the server's estimate."""
     estimated_bytes: int | None = None
     key: tuple[str, ...] = ()
     """Primary key (or first unique NOT NULL key) columns, for upserts and the deletion anti-join."""

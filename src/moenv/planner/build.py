@@ -24,6 +24,7 @@ from moenv.models.plan import (
 )
 from moenv.planner.diff import diff_specs
 from moenv.planner.policy import (
+    check_budget,
     check_deletes,
     check_prune,
     check_quotas,
@@ -249,6 +250,7 @@ def build_plan(
     blocked: list[Blocked] = []
     for name, want in sorted(desired.items()):
         check_target_is_not_a_source(want, desired, live)
+        check_budget(want)
         outcome = _plan_environment(want, live.record(name), live, now=now, options=options)
         if outcome is None:
             unchanged.append(name)

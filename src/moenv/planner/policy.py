@@ -82,6 +82,22 @@ def protected(want: Desired | None, record: LedgerRecord) -> bool:
     return record.protect or (want is not None and want.manifest.spec.protect)
 
 
+def check_budget(want: Desired) -> None:
+    """`budget.max_rows`: the plan is refused when the copy would hold more rows (counted or estimated)."""
+    limit = want.manifest.spec.budget.max_rows
+    if limit is None or want.manifest.spec.data != "full":
+        return
+    total = sum(t.estimated_rows or 0 for t in want.tables)
+    if total > limit:
+        biggest = sorted(want.tables, key=lambda t: -(t.estimated_rows or 0))[:3]
+        detail = ", ".join(f"{t.target} {t.estimated_rows or 0:,}{'' if t.rows_exact else ' (est.)'}" for t in biggest)
+        raise ConflictError(
+            f"{want.environment}: the copy would hold {total:,} rows, more than budget.max_rows {limit:,}"
+            f" (largest: {detail})",
+            hint="tighten rules.<table>.where or tables.related, or raise budget.max_rows",
+        )
+
+
 def check_quotas(actions: Sequence[Action], desired: Mapping[str, Desired], live: Live, options: PlanOptions) -> None:
     """Refuse a plan that grows past the quotas of moenv.yaml; the error gives the figures.
 

@@ -31,13 +31,28 @@ def render_action(action: Action, *, steps: bool = False) -> list[str]:
         lines += [f"    why: {reason}" for reason in action.reasons]
         if not isinstance(action, Update):
             total = sum(t.estimated_rows or 0 for t in want.tables)
-            mode = "schema only" if want.manifest.spec.data == "schema" else f"~{total:,} rows (server estimates)"
+            exact = all(t.rows_exact for t in want.tables)
+            how = (
+                "counted"
+                if exact
+                else (
+                    "estimates; filtered tables counted"
+                    if any(t.rows_exact for t in want.tables)
+                    else "server estimates"
+                )
+            )
+            mode = (
+                "schema only"
+                if want.manifest.spec.data == "schema"
+                else f"{'' if exact else '~'}{total:,} rows ({how})"
+            )
             consistency = want.manifest.spec.consistency
             lines.append(f"    tables: {len(want.tables)}, parents first; {mode}; consistency: {consistency}")
             width = max((len(t.target) for t in want.tables), default=0)
             for table in want.tables:
                 name = table.target if table.target == table.source else f"{table.target} (from {table.source})"
                 rows = _rows(table.estimated_rows) if table.with_data else "-"
+                rows = rows if table.rows_exact or not table.with_data else f"~{rows}"
                 lines.append(f"      {name:<{width}}  {rows:>12}  {table.method}")
                 if table.where:
                     lines.append(f"        where: {table.where}")

@@ -171,6 +171,11 @@ def order_parents_first(names: list[str], edges: list[Edge]) -> tuple[list[str],
     return order, deferred
 
 
+def _source_calls(database: str) -> re.Pattern[str]:
+    """Calls of stored functions of the source: the server writes them `db`.`function`(...)."""
+    return re.compile(re.escape(quote_ident(database)) + r"\.`((?:[^`]|``)+)`\s*\(")
+
+
 def view_reads(definition: str, database: str) -> set[tuple[str, str]] | None:
     """(database, table) pairs a view's SELECT reads; None when the SQL cannot be parsed."""
     try:
@@ -499,7 +504,11 @@ def _resolve_views(
             continue
         reads[name] = deps
         outside = sorted({db for db, _ in deps if db != catalog.database})
-        if outside:
+        calls = sorted(set(_source_calls(catalog.database).findall(view.view_definition or "")))
+        if calls:
+            called = ", ".join(c.replace("``", "`") for c in calls)
+            skipped.append((name, f"calls {called} of the source database, which the copy does not have"))
+        elif outside:
             skipped.append((name, f"reads database {', '.join(outside)} outside the copy"))
         elif trimmed & {t for _, t in deps}:
             skipped.append(

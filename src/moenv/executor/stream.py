@@ -1,0 +1,693 @@
+"""Cross-server copies: tables streamed from the source server into staging on another server,
+with constant client memory, all read at one point in time, retried on transient errors; I/O.
+
+The source server formats the rows (engines/mysql.py `stream_chunk`: masks and `where` in its
+SELECT, LOAD DATA escaping, one GROUP_CONCAT value per primary-key range), and the client only
+moves bytes: a feeder thread writes each chunk into a named pipe that one `LOAD DATA LOCAL
+INFILE` per table reads on the target (PyMySQL opens LOCAL files by name; a pipe lets one
+statement, so one transaction, take a whole table while the source keeps formatting). Measured
+(SPEC §5, benchmarks/README.md): rows decoded by PyMySQL are 2.3x slower than mysqldump, rows
+formatted by the source server and fed to LOAD DATA are faster than it.
+
+Several tables are copied at once by worker threads (the client does no per-row work, so
+threads do not contend for the GIL). Every worker reads inside `START TRANSACTION WITH
+CONSISTENT SNAPSHOT, READ ONLY`; the snapshots start together while a global lock is held for
+about a millisecond (`global_read_lock`, needs RELOAD). Without that privilege, the workers share
+one snapshot session, chunk by chunk: still one point in time, the source side just serialized.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Literal
+
+from moenv.engines import mysql
+from moenv.errors import CloneError, DatabaseError, MoenvError
+from moenv.live.connection import TRANSIENT, Connection, connect
+from moenv.manifest.fragments import SET_SALT_SQL
+from moenv.models.config import Server
+from moenv.models.desired import TableCopy
+
+# MariaDB answers a statement of a KILLed session with 1927 ("Connection was killed") before it
+# closes it: as transient as a lost connection.
+RETRIED = frozenset(TRANSIENT | {1927})
+# The global lock refused (no RELOAD privilege, no BACKUP STAGE before MariaDB 10.4) or waited
+# too long: the copy falls back to one shared snapshot session.
+_NO_GLOBAL_LOCK = frozenset({1044, 1045, 1064, 1142, 1227, 1205})
+CHUNK_BYTES = 2 << 20
+"""Aim of one GROUP_CONCAT chunk; client memory is a few of these per table being copied."""
+FIRST_CHUNK_ROWS = 1000
+MAX_CHUNK_ROWS = 100_000
+BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+LOCK_WAIT_SECONDS = 5
+"""How long the global lock may wait for in-flight commits before the shared-snapshot fallback."""
+_PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = 1031  # Linux fcntl: a bigger pipe means fewer wake-ups per chunk
+
+Transport = Literal["load", "insert"]
+Progress = Callable[[int], None]
+"""Called about every half second while tables stream, with the rows sent by unfinished tables."""
+
+
+@dataclass(frozen=True)
+class TableResult:
+    """One table, copied."""
+
+    copy: TableCopy
+    rows: int
+    seconds: float
+    attempts: int
+
+
+class _StoppedError(MoenvError):
+    """Another table of the environment failed: this one gave up (never reported by itself)."""
+
+
+@dataclass
+class _Task:
+    copy: TableCopy
+    index: int
+    rows: int = 0
+    """Rows sent by the current attempt (progress)."""
+    done: threading.Event = field(default_factory=threading.Event)
+    result: TableResult | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class _Shape:
+    columns: tuple[mysql.LoadColumn, ...]
+    key: tuple[str, ...]
+
+
+class _Snapshot:
+    """The source sessions of one cross-server copy, all inside one consistent snapshot."""
+
+    def __init__(self, server: Server, *, salt: str | None, notes: list[str]) -> None:
+        self.server = server
+        self.salt = salt
+        self.notes = notes
+        self.sessions: list[Connection] = []
+        self.locks: list[threading.Lock] = []
+        self.generations: list[int] = []
+
+    def session(self) -> Connection:
+        """A source session set up for streaming (outside any snapshot until one is started)."""
+        conn = connect(self.server, read_only=True)
+        for statement in mysql.STREAM_SOURCE_SESSION:
+            conn.execute(statement)
+        if self.salt is not None:
+            conn.execute(SET_SALT_SQL, (self.salt,), doing="setting the pseudonym salt")
+        return conn
+
+    def open(self, count: int) -> None:
+        """`count` sessions whose snapshots start at the same moment (one, when the lock is refused)."""
+        sessions = [self.session() for _ in range(max(count, 1))]
+        try:
+            if len(sessions) > 1 and not self._start_together(sessions):
+                for extra in sessions[1:]:
+                    extra.close()
+                sessions = sessions[:1]
+            if len(sessions) == 1:
+                sessions[0].execute(mysql.START_SNAPSHOT, doing="starting the source snapshot")
+        except BaseException:
+            for conn in sessions:
+                conn.close()
+            raise
+        self.sessions = sessions
+        self.locks = [threading.Lock() for _ in sessions]
+        self.generations = [0 for _ in sessions]
+
+    def _start_together(self, sessions: list[Connection]) -> bool:
+        engine = sessions[0].engine.kind
+        with connect(self.server, read_only=True) as lock:
+            try:
+                lock.execute(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}")
+                for statement in mysql.global_read_lock(engine):
+                    lock.execute(statement, doing="taking the global lock that synchronizes the source snapshots")
+            except DatabaseError as exc:
+                if exc.code not in _NO_GLOBAL_LOCK:
+                    raise
+                self.notes.append(
+                    f"the source sessions share one snapshot ({exc.message}; with the RELOAD privilege"
+                    " each worker reads the source in its own snapshot)"
+                )
+                return False
+            try:
+                for conn in sessions:
+                    conn.execute(mysql.START_SNAPSHOT, doing="starting the source snapshot")
+            finally:
+                for statement in mysql.global_read_unlock(engine):
+                    with contextlib.suppress(DatabaseError):  # closing the session releases it anyway
+                        lock.execute(statement)
+        return True
+
+    def leaser(self, slot: int) -> Callable[[], AbstractContextManager[Connection]]:
+        """Leases of worker `slot`'s session (the shared one when there is only one). A lease fails
+        as a lost connection once the session was replaced: the keyset position, kept in its
+        user variables, went with it, so the table is read again."""
+        index = slot % len(self.sessions)
+        generation = self.generations[index]
+
+        @contextlib.contextmanager
+        def lease() -> Iterator[Connection]:
+            with self.locks[index]:
+                if self.generations[index] != generation:
+                    raise DatabaseError("the source session was replaced by one with a newer snapshot", code=2013)
+                yield self.sessions[index]
+
+        return lease
+
+    def check(self, slot: int, table: str) -> None:
+        """After a transient error: a lost session is replaced by one with a newer snapshot."""
+        index = slot % len(self.sessions)
+        with self.locks[index]:
+            try:
+                self.sessions[index].execute("DO 1")
+                return
+            except DatabaseError:
+                self.sessions[index].close()
+            conn = self.session()
+            conn.execute(mysql.START_SNAPSHOT, doing="starting a new source snapshot")
+            self.sessions[index] = conn
+            self.generations[index] += 1
+        self.notes.append(
+            f"the source session reading {table} was lost: it and the tables read after it in that session"
+            " come from a later snapshot (integrity filters still hold: they are enforced on the target)"
+        )
+
+    def close(self) -> None:
+        for conn in self.sessions:
+            conn.close()
+        self.sessions = []
+
+
+class _Feeder(threading.Thread):
+    """Writes chunks into a named pipe that LOAD DATA LOCAL INFILE reads on the target."""
+
+    def __init__(self, path: str, chunks: Generator[tuple[bytes, int]], task: _Task | None) -> None:
+        super().__init__(name=f"moenv-feed-{os.path.basename(os.path.dirname(path))}", daemon=True)
+        self.path = path
+        self.chunks = chunks
+        self.task = task
+        self.rows = 0
+        self.error: BaseException | None = None
+        self.abandon = threading.Event()
+        """Set once the LOAD statement returned: stop waiting for it to open the pipe."""
+
+    def _open(self) -> int | None:
+        # Non-blocking open: a blocking one would wait forever for a LOAD that failed before
+        # asking for its file. The reader, once it asked, waits for this open in turn.
+        while not self.abandon.is_set():
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader yet
+                time.sleep(0.002)
+                continue
+            os.set_blocking(fd, True)
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
+            return fd
+        return None
+
+    def run(self) -> None:
+        fd = self._open()
+        if fd is None:
+            return
+        try:
+            for data, rows in self.chunks:
+                _write_all(fd, data)
+                _write_all(fd, b"\n")
+                self.rows += rows
+                if self.task is not None:
+                    self.task.rows = self.rows
+        except BrokenPipeError:
+            pass  # the load stopped reading: its own error says why
+        except BaseException as exc:  # noqa: BLE001 - handed to the loading thread, which raises it
+            self.error = exc
+        finally:
+            os.close(fd)
+            self.chunks.close()
+
+    def finish(self) -> None:
+        self.abandon.set()
+        self.join()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def load_through_pipe(
+    target: Connection,
+    statement: Callable[[str], str],
+    chunks: Generator[tuple[bytes, int]],
+    *,
+    doing: str,
+    task: _Task | None = None,
+) -> tuple[int, int]:
+    """Run `statement(path)` (a LOAD DATA LOCAL of `path`) while `chunks` are written to that pipe.
+
+    Returns (rows loaded, rows sent); a failure of the feeding side is raised here.
+    """
+    with tempfile.TemporaryDirectory(prefix="moenv-stream-") as directory:
+        path = os.path.join(directory, "rows")
+        os.mkfifo(path, 0o600)
+        feeder = _Feeder(path, chunks, task)
+        feeder.start()
+        try:
+            loaded = target.load_local(statement(path), doing=doing)
+        finally:
+            feeder.finish()
+        if feeder.error is not None:
+            raise feeder.error
+        return loaded, feeder.rows
+
+
+class CrossServerCopy:
+    """The streamed tables of one environment: submitted as the plan's copy steps run, copied by
+    `parallel` workers, waited for before the first step that needs them all."""
+
+    def __init__(
+        self,
+        source: Server,
+        target: Server,
+        *,
+        source_database: str,
+        staging: str,
+        salt: str | None,
+        parallel: int = 1,
+        retries: int = 3,
+        transport: Transport = "load",
+        backoff: float = BACKOFF_SECONDS,
+    ) -> None:
+        self.source_server = source
+        self.target_server = target
+        self.source_database = source_database
+        self.staging = staging
+        self.salt = salt
+        self.parallel = max(parallel, 1)
+        self.retries = max(retries, 0)
+        self.transport: Transport = transport
+        self.backoff = backoff
+        self.notes: list[str] = []
+        """What the user should know about this copy (a fallback taken, a snapshot renewed)."""
+        self._source: Connection | None = None
+        self._leak_source: Connection | None = None
+        self._snapshot = _Snapshot(source, salt=salt, notes=self.notes)
+        self._tasks: list[_Task] = []
+        self._queue: queue.Queue[_Task | None] = queue.Queue()
+        self._workers: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    # -- the source, outside the snapshot (DDL, character sets, leak checks) ------------------
+
+    @property
+    def source(self) -> Connection:
+        """A read-only session on the source server, for reads outside the copy's snapshot."""
+        if self._source is None:
+            self._source = connect(self.source_server, read_only=True)
+        return self._source
+
+    # -- copying -----------------------------------------------------------------------------
+
+    def submit(self, copy: TableCopy) -> None:
+        """Queue a table; workers start with the first `wait` (all staging tables exist by then)."""
+        task = _Task(copy, len(self._tasks))
+        self._tasks.append(task)
+        self._queue.put(task)
+
+    def wait(self, progress: Progress, on_table: Callable[[TableResult], None]) -> None:
+        """Copy what was submitted; `on_table` as each table is done, then the first error is raised."""
+        if not self._workers:
+            self._start(len([t for t in self._tasks if not t.done.is_set()]))
+        reported: set[int] = set()
+        while True:
+            pending = [t for t in self._tasks if not t.done.is_set()]
+            for task in self._tasks:
+                if task.done.is_set() and task.result is not None and task.index not in reported:
+                    reported.add(task.index)
+                    on_table(task.result)
+            if not pending:
+                break
+            progress(sum(t.rows for t in pending))
+            pending[0].done.wait(0.5)
+        failures = [t.error for t in self._tasks if t.error is not None and not isinstance(t.error, _StoppedError)]
+        if failures:
+            raise failures[0]
+
+    def _start(self, count: int) -> None:
+        workers = min(self.parallel, max(count, 1))
+        self._snapshot.open(workers)
+        for slot in range(workers):
+            worker = threading.Thread(target=self._work, args=(slot,), name=f"moenv-copy-{slot}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def _work(self, slot: int) -> None:
+        target: list[Connection | None] = [None]
+        try:
+            while (task := self._queue.get()) is not None:
+                try:
+                    if self._stop.is_set():
+                        raise _StoppedError("stopped: another table failed")
+                    task.result = self._copy(task, slot, target)
+                except BaseException as exc:  # noqa: BLE001 - handed to `wait`, which raises it in the main thread
+                    task.error = exc
+                    self._stop.set()
+                finally:
+                    task.rows = 0
+                    task.done.set()
+        finally:
+            if target[0] is not None:
+                target[0].close()
+
+    def _target(self) -> Connection:
+        conn = connect(self.target_server, local_infile=True)
+        statements = mysql.STREAM_INSERT_SESSION if self.transport == "insert" else mysql.STREAM_TARGET_SESSION
+        for statement in statements:
+            conn.execute(statement)
+        return conn
+
+    def _copy(self, task: _Task, slot: int, target: list[Connection | None]) -> TableResult:
+        copy = task.copy
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                conn = target[0]
+                if conn is None:
+                    conn = target[0] = self._target()
+                shape = self._shape(conn, copy)
+                if attempt:
+                    conn.execute(mysql.truncate_table(self.staging, copy.target), doing=f"emptying {copy.target}")
+                rows = self._load(task, slot, conn, shape)
+                return TableResult(copy, rows, time.monotonic() - started, attempt + 1)
+            except DatabaseError as exc:
+                if exc.code not in RETRIED or attempt >= self.retries or self._stop.is_set():
+                    raise
+                if target[0] is not None:
+                    target[0].close()
+                    target[0] = None
+                self._snapshot.check(slot, copy.source)
+                time.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF_SECONDS))
+                attempt += 1
+
+    def _shape(self, target: Connection, copy: TableCopy) -> _Shape:
+        rows = target.query(mysql.staging_columns(), (self.staging, copy.target))
+        by_name = {
+            str(name).lower(): mysql.LoadColumn(str(name), str(kind).lower(), cs and str(cs)) for name, kind, cs in rows
+        }
+        missing = [c for c in copy.columns if c.lower() not in by_name]
+        if missing:
+            raise CloneError(f"the staging table {copy.target} has no column {', '.join(missing)}", table=copy.target)
+        key = tuple(str(name) for (name,) in target.query(mysql.primary_key_columns(), (self.staging, copy.target)))
+        return _Shape(tuple(by_name[c.lower()] for c in copy.columns), key)
+
+    def _load(self, task: _Task, slot: int, target: Connection, shape: _Shape) -> int:
+        copy = task.copy
+        if copy.unique_checks:  # masked values may collide where the source's could not
+            target.execute("SET SESSION unique_checks = 1")
+        try:
+            if self.transport == "insert":
+                return self._insert(task, slot, target, shape)
+            chunks = self._chunks(task, slot, shape, insert=False)
+            loaded, sent = load_through_pipe(
+                target,
+                lambda path: mysql.load_data(copy, shape.columns, database=self.staging, path=path),
+                chunks,
+                doing=f"loading {copy.target}",
+                task=task,
+            )
+        finally:
+            if copy.unique_checks:
+                target.execute("SET SESSION unique_checks = 0")
+        if self._stop.is_set():
+            raise _StoppedError("stopped: another table failed")
+        _check_warnings(target, copy)
+        if loaded != sent:
+            raise CloneError(f"{copy.target}: {sent:,} rows were sent but {loaded:,} loaded", table=copy.target)
+        return loaded
+
+    def _insert(self, task: _Task, slot: int, target: Connection, shape: _Shape) -> int:
+        """The measured alternative: multi-row INSERTs of tuples the source formatted, one transaction."""
+        copy = task.copy
+        head = mysql.insert_head(copy, shape.columns, database=self.staging).encode()
+        chunks: queue.Queue[tuple[bytes, int] | BaseException | None] = queue.Queue(maxsize=2)
+        done = threading.Event()
+
+        def offer(item: tuple[bytes, int] | BaseException | None) -> bool:
+            while not done.is_set():
+                with contextlib.suppress(queue.Full):
+                    chunks.put(item, timeout=0.2)
+                    return True
+            return False
+
+        def produce() -> None:
+            source = self._chunks(task, slot, shape, insert=True)
+            try:
+                for chunk in source:
+                    if not offer(chunk):
+                        return
+                offer(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the inserting thread, which raises it
+                offer(exc)
+            finally:
+                source.close()
+
+        producer = threading.Thread(target=produce, name="moenv-insert-feed", daemon=True)
+        producer.start()
+        rows = 0
+        try:
+            target.execute("START TRANSACTION")
+            while (item := chunks.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                data, count = item
+                inserted = target.execute_bytes(head + data, doing=f"inserting into {copy.target}")
+                if inserted != count:
+                    raise CloneError(f"{copy.target}: {count:,} rows were sent but {inserted:,} inserted")
+                rows += inserted
+                task.rows = rows
+                if self._stop.is_set():
+                    raise _StoppedError("stopped: another table failed")
+            target.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(DatabaseError):
+                target.execute("ROLLBACK")
+            raise
+        finally:
+            done.set()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    chunks.get_nowait()
+            producer.join()
+        _check_warnings(target, copy)
+        return rows
+
+    def _chunks(self, task: _Task, slot: int, shape: _Shape, *, insert: bool) -> Generator[tuple[bytes, int]]:
+        """The table's rows as (lines, count) chunks of about CHUNK_BYTES, read in the snapshot."""
+        copy = task.copy
+        source = self.source_database
+        chunk = mysql.insert_chunk if insert else mysql.stream_chunk
+        rows = mysql.insert_rows if insert else mysql.stream_rows
+        reader = _Reader(
+            bound=lambda after, into, count: mysql.stream_bound(
+                copy, shape.key, source_database=source, after=after, into=into, rows=count
+            ),
+            chunk=lambda after, up_to: chunk(
+                copy, shape.columns, shape.key, source_database=source, after=after, up_to=up_to
+            ),
+            rows=lambda after, up_to: rows(
+                copy, shape.columns, shape.key, source_database=source, after=after, up_to=up_to
+            ),
+            separator=b"," if insert else b"\n",
+            doing=f"reading {copy.source}",
+            countable=not insert,
+        )
+        return _read(self._snapshot.leaser(slot), shape.key, f"moenv_{task.index}", reader, self._stop)
+
+    # -- leak check --------------------------------------------------------------------------
+
+    def count_leaks(self, copy: TableCopy, column: str) -> int:
+        """Rows of the copy whose masked `column` equals a value the source column holds.
+
+        The source's values are streamed into a temporary table on the target with the column's
+        own type and collation, and the same-server check runs there: memory stays on the
+        servers, equality is the column's collation, as on one server.
+        """
+        target = self._target()
+        try:
+            shape = self._shape(target, copy)
+            index = [c.lower() for c in copy.columns].index(column.lower())
+            load_column = shape.columns[index]
+            target.execute(mysql.drop_leak_table(self.staging))
+            target.execute(mysql.create_leak_table(self.staging, copy.target, load_column.name))
+            load_through_pipe(
+                target,
+                lambda path: mysql.load_leak_values(load_column, database=self.staging, path=path),
+                self._leak_chunks(copy, load_column, shape.key),
+                doing=f"loading the source values of {copy.target}.{column} for the leak check",
+            )
+            return int(target.scalar(mysql.count_leaks_loaded(copy, load_column.name, database=self.staging)) or 0)
+        finally:
+            with contextlib.suppress(DatabaseError):
+                target.execute(mysql.drop_leak_table(self.staging))
+            target.close()
+
+    def _leak_chunks(
+        self, copy: TableCopy, column: mysql.LoadColumn, key: Sequence[str]
+    ) -> Generator[tuple[bytes, int]]:
+        source = self.source_database
+        reader = _Reader(
+            bound=lambda after, into, count: mysql.stream_bound(
+                copy, key, source_database=source, after=after, into=into, rows=count
+            ),
+            chunk=lambda after, up_to: mysql.leak_chunk(
+                copy, column, key, source_database=source, after=after, up_to=up_to
+            ),
+            rows=lambda after, up_to: mysql.leak_rows(
+                copy, column, key, source_database=source, after=after, up_to=up_to
+            ),
+            separator=b"\n",
+            doing=f"reading {copy.source}.{column.name} for the leak check",
+        )
+        if self._leak_source is None:
+            self._leak_source = self._snapshot.session()
+        conn = self._leak_source
+        return _read(lambda: contextlib.nullcontext(conn), key, "moenv_leak", reader, None)
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the workers (an unfinished table gives up at its next chunk) and close every session."""
+        self._stop.set()
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join()
+        self._workers = []
+        self._snapshot.close()
+        for conn in (self._source, self._leak_source):
+            if conn is not None:
+                conn.close()
+        self._source = self._leak_source = None
+
+
+Range = Sequence[str] | None
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """The statements that read one table: key bounds, key-range chunks, and rows one by one."""
+
+    bound: Callable[[Range, Sequence[str], int], str]
+    chunk: Callable[[Range, Range], str]
+    rows: Callable[[Range, Range], str]
+    separator: bytes
+    doing: str
+    countable: bool = True
+    """The separator appears exactly between rows (LOAD DATA lines), so a cut chunk shows."""
+
+
+def _read(
+    lease: Callable[[], AbstractContextManager[Connection]],
+    key: Sequence[str],
+    prefix: str,
+    reader: _Reader,
+    stop: threading.Event | None,
+) -> Generator[tuple[bytes, int]]:
+    """A table's lines in chunks of about CHUNK_BYTES: key ranges of GROUP_CONCAT (one value per
+    round trip, nothing decoded per row), or row by row where there is no primary key.
+
+    Each range ends at the key of its n-th row, kept in server-side variables named from
+    `prefix`; n adapts to the bytes a row takes, so memory stays flat whatever the table's size.
+    """
+    if not key:
+        yield from _read_rows(lease, reader, None, None, stop)
+        return
+    names = [[f"@{prefix}_{side}_{i}" for i in range(len(key))] for side in "ab"]
+    after: list[str] | None = None
+    rows = FIRST_CHUNK_ROWS
+    turn = 0
+    while stop is None or not stop.is_set():
+        upper = names[turn % 2]
+        with lease() as source:
+            found = source.execute(reader.bound(after, upper, rows), doing=reader.doing)
+            [(count, data)] = source.query(reader.chunk(after, upper if found else None), doing=reader.doing)
+        count = int(count or 0)
+        if count:
+            if not isinstance(data, bytes) or (reader.countable and data.count(reader.separator) + 1 < count):
+                # cut short (over max_allowed_packet, or group_concat_max_len): row by row instead
+                yield from _read_rows(lease, reader, after, upper if found else None, stop)
+            else:
+                yield data, count
+                rows = max(1, min(MAX_CHUNK_ROWS, 4 * rows, CHUNK_BYTES * rows // max(len(data), 1)))
+        if not found:
+            return
+        after = upper
+        turn += 1
+
+
+def _read_rows(
+    lease: Callable[[], AbstractContextManager[Connection]],
+    reader: _Reader,
+    after: Range,
+    up_to: Range,
+    stop: threading.Event | None,
+) -> Generator[tuple[bytes, int]]:
+    """Rows one by one (unbuffered), batched into chunks. The session stays leased until the
+    last row: tables sharing it wait meanwhile."""
+    with lease() as source:
+        batch: list[bytes] = []
+        size = 0
+        for (line,) in source.stream(reader.rows(after, up_to), doing=reader.doing):
+            value = _as_bytes(line)
+            batch.append(value)
+            size += len(value) + 1
+            if size >= CHUNK_BYTES:
+                yield reader.separator.join(batch), len(batch)
+                batch, size = [], 0
+                if stop is not None and stop.is_set():
+                    return
+        if batch:
+            yield reader.separator.join(batch), len(batch)
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+def _check_warnings(target: Connection, copy: TableCopy) -> None:
+    """LOAD DATA LOCAL turns errors into warnings (it cannot stop the client mid-file): any
+    warning means a value did not arrive as it was, so the table fails instead."""
+    found = [(str(level), code, str(message)) for level, code, message in target.query("SHOW WARNINGS")]
+    problems = [f for f in found if f[0] != "Note"]
+    if problems:
+        level, code, message = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        hint = (
+            "masked values collide in a unique index: make the mask unique (e.g. include the key)"
+            if code == 1062
+            else None
+        )
+        raise CloneError(
+            f"{copy.target}: the target changed a value while loading it: {level} {code}: {message}{more}",
+            table=copy.target,
+            hint=hint,
+        )

@@ -1,0 +1,74 @@
+"""Row counts a copy will hold after its filters and FK closure: the SQL that counts them; pure.
+
+A table whose own `where`, or whose parents' kept rows, restrict it is counted exactly at plan
+time with nested EXISTS over the source (each parent's kept rows, recursively); the others keep
+the server's estimate. The planner marks which is which and checks `budget.max_rows`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from moenv.engines.base import qualified, quote_ident
+from moenv.manifest.fragments import parse_fragment, to_sql
+from moenv.models.desired import Desired, TableCopy
+
+
+def restricted_tables(desired: Desired) -> set[str]:
+    """Tables (target names) whose copy keeps fewer rows than the source has."""
+    by_target = {t.target: t for t in desired.tables}
+    restricted: set[str] = set()
+    for table in desired.tables:  # parents first: a parent's status is known before its children
+        if table.where or any(not f.deferred and f.parent in restricted for f in table.filters):
+            restricted.add(table.target)
+    return {t for t in restricted if by_target[t].with_data}
+
+
+def _kept(
+    table: TableCopy, alias: str, desired: Desired, tables: Mapping[str, TableCopy], restricted: set[str], depth: int
+) -> list[str]:
+    """Conditions on `alias` (a row of `table`) that hold when the copy keeps that row."""
+    conditions: list[str] = []
+    rule = desired.manifest.spec.rules.get(table.source)
+    if rule is not None and rule.where is not None:
+        conditions.append(
+            to_sql(parse_fragment(rule.where, kind="where"), database=desired.source.database, alias=alias)
+        )
+    for filter_ in table.filters:
+        if filter_.deferred or filter_.parent not in restricted or depth > 16:
+            continue
+        parent = tables[filter_.parent]
+        inner = f"p{depth}"
+        match = " AND ".join(
+            f"{quote_ident(inner)}.{quote_ident(r)} = {quote_ident(alias)}.{quote_ident(c)}"
+            for c, r in zip(filter_.columns, filter_.ref_columns, strict=True)
+        )
+        nested = " AND ".join([match, *_kept(parent, inner, desired, tables, restricted, depth + 1)])
+        nulls = " OR ".join(f"{quote_ident(alias)}.{quote_ident(c)} IS NULL" for c in filter_.columns)
+        conditions.append(
+            f"({nulls} OR EXISTS (SELECT 1 FROM {qualified(desired.source.database, parent.source)}"
+            f" AS {quote_ident(inner)} WHERE {nested}))"
+        )
+    return conditions
+
+
+def count_statements(desired: Desired) -> dict[str, str]:
+    """Target table → the `SELECT COUNT(*)` of the rows its copy will hold, for restricted tables."""
+    restricted = restricted_tables(desired)
+    tables = {t.target: t for t in desired.tables}
+    statements = {}
+    for name in sorted(restricted):
+        table = tables[name]
+        conditions = _kept(table, "s", desired, tables, restricted, 0)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        statements[name] = f"SELECT COUNT(*) FROM {qualified(desired.source.database, table.source)} AS `s`{where}"
+    return statements
+
+
+def with_counts(desired: Desired, counts: Mapping[str, int]) -> Desired:
+    """`desired` with exact counts for the tables in `counts` (the others keep the server's estimate)."""
+    tables = tuple(
+        t.model_copy(update={"estimated_rows": counts[t.target], "rows_exact": True}) if t.target in counts else t
+        for t in desired.tables
+    )
+    return desired.model_copy(update={"tables": tables})
