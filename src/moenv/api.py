@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from moenv.engines import mysql
 from moenv.errors import ConfigError, ConflictError, DatabaseError, ManifestError, MoenvError, Problem
 from moenv.executor.apply import ApplyResult, Clock, apply_plan, utc_now
 from moenv.executor.report import Reporter
@@ -27,7 +28,7 @@ from moenv.models.config import Config
 from moenv.models.desired import Desired
 from moenv.models.ledger import Event, LedgerRecord
 from moenv.models.manifest import EnvironmentSpec
-from moenv.models.plan import Delete, Live, Plan, PlanOptions, Refresh, ServerLive
+from moenv.models.plan import Delete, Live, Plan, PlanOptions, Refresh, ServerLive, TableContent
 from moenv.planner import build_plan
 from moenv.planner.build import delete_steps, refresh_steps
 from moenv.planner.gc import build_gc_plan
@@ -158,6 +159,8 @@ def plan_manifests(
     chosen = [m for m in manifests if selector.matches(m.name, m.spec.metadata.labels)]
     desired = resolve(chosen, config)
     live = read_live(config, desired, all_servers=opts.prune or bool(opts.quotas.servers))
+    if any(d.manifest.spec.verify.content for d in desired.values()):
+        live = replace(live, content=read_content(config, desired, live))
     return build_plan(desired, live, now=now or datetime.now(UTC), options=opts, declared=frozenset(names))
 
 
@@ -324,3 +327,41 @@ def show(config: Config, environment: str) -> EnvironmentDetail:
         for table in catalog.tables.values()
     ]
     return EnvironmentDetail(record, tables)
+
+
+def read_content(config: Config, desired: Mapping[str, Desired], live: Live) -> dict[str, dict[str, TableContent]]:
+    """For environments with `verify: {content: true}` that are ready: counts and checksums to compare.
+
+    Opt-in because it costs a COUNT of every copied table on both sides (and CHECKSUM TABLE of
+    the copies that are whole and unmasked: no filter, no mask, every column, no generated one).
+    """
+    found: dict[str, dict[str, TableContent]] = {}
+    for name, want in sorted(desired.items()):
+        record = live.record(name)
+        spec = want.manifest.spec
+        if not spec.verify.content or spec.data != "full" or record is None or record.status != "ready":
+            continue
+        target = live.servers.get(want.target.server)
+        if target is None or record.target_database not in target.databases:
+            continue
+        counts = count_statements(want)
+        facts: dict[str, TableContent] = {}
+        with (
+            connect(config.server(want.source.server), read_only=True) as source,
+            connect(config.server(want.target.server), read_only=True) as copy,
+        ):
+            for table in want.tables:
+                counting = counts.get(table.target, mysql.count_rows(want.source.database, table.source))
+                expected = int(source.scalar(counting) or 0)
+                present = int(copy.scalar(mysql.count_rows(record.target_database, table.target)) or 0)
+                changed = table.where or table.masked or table.excluded_columns or table.has_generated
+                whole = not changed and table.target not in counts and "NULL" not in table.select
+                sums: tuple[int | None, int | None] = (None, None)
+                if whole and expected == present:  # CHECKSUM TABLE is unstable with generated columns
+                    sums = (
+                        source.query(mysql.checksum_table(want.source.database, table.source))[0][1],
+                        copy.query(mysql.checksum_table(record.target_database, table.target))[0][1],
+                    )
+                facts[table.target] = TableContent(expected, present, *sums)
+        found[name] = facts
+    return found

@@ -714,3 +714,7 @@ def count_leaks_loaded(copy: TableCopy, column: str, *, database: str) -> str:
         f"SELECT COUNT(*) FROM {target} AS `t` WHERE `t`.{col} IS NOT NULL"
         f" AND `t`.{col} IN (SELECT `l`.{col} FROM {qualified(database, LEAK_TABLE)} AS `l`)"
     )
+
+
+def checksum_table(database: str, table: str) -> str:
+    return f"CHECKSUM TABLE {qualified(database, table)}"

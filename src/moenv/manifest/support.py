@@ -22,6 +22,4 @@ def unsupported_fields(spec: EnvironmentSpec) -> list[tuple[Loc, str]]:
     def refuse(loc: Loc, what: str) -> None:
         found.append((("spec", *loc), f"{what} is not supported yet by this version of moenv"))
 
-    if body.verify.content:
-        refuse(("verify", "content"), "content verification")
     return found

@@ -72,6 +72,8 @@ class TableCopy(_Value):
     rows_exact: bool = False
     """True when `estimated_rows` was counted with the filters at plan time; else the server's estimate."""
     estimated_bytes: int | None = None
+    has_generated: bool = False
+    """The table has generated columns (they are computed by the target, not copied)."""
     key: tuple[str, ...] = ()
     """Primary key (or first unique NOT NULL key) columns, for upserts and the deletion anti-join."""
     watermark: str | None = None

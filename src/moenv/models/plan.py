@@ -152,11 +152,24 @@ class ServerLive:
 
 
 @dataclass(frozen=True)
+class TableContent:
+    """Row counts (and checksums where comparable) of one copied table, read for content verification."""
+
+    expected_rows: int
+    """Rows the copy should hold now: the source's count through the table's filters."""
+    target_rows: int
+    source_checksum: int | None = None
+    target_checksum: int | None = None
+
+
+@dataclass(frozen=True)
 class Live:
     """Everything the planner knows about the servers: ledgers, databases, target catalogs."""
 
     servers: dict[str, ServerLive] = field(default_factory=dict)
     ledger_database: str = "moenv"
+    content: dict[str, dict[str, TableContent]] = field(default_factory=dict)
+    """`verify: {content: true}` only: environment → target table → what source and target hold."""
 
     def record(self, name: str) -> LedgerRecord | None:
         for server in self.servers.values():

@@ -20,6 +20,7 @@ from moenv.models.plan import (
     Refresh,
     ServerLive,
     Step,
+    TableContent,
     Update,
 )
 from moenv.planner.diff import diff_specs
@@ -107,7 +108,12 @@ def delete_steps(record: LedgerRecord, *, expire: bool = False) -> tuple[Step, .
     )
 
 
-def rebuild_reasons(want: Desired, record: LedgerRecord, server: ServerLive | None) -> list[str]:
+def rebuild_reasons(
+    want: Desired,
+    record: LedgerRecord,
+    server: ServerLive | None,
+    content: Mapping[str, TableContent] | None = None,
+) -> list[str]:
     """Why the environment must be rebuilt; empty when it is converged."""
     reasons: list[str] = []
     if record.status != "ready":
@@ -122,6 +128,22 @@ def rebuild_reasons(want: Desired, record: LedgerRecord, server: ServerLive | No
         reasons.append(f"the source schema of {want.source} changed since the last copy")
     if record.status == "ready" and server is not None:
         reasons += target_drift(want, record, server)
+    if not reasons and content is not None:
+        reasons += content_drift(content)
+    return reasons
+
+
+def content_drift(content: Mapping[str, TableContent]) -> list[str]:
+    """`verify: {content: true}`: counts that differ, and checksums of whole, unmasked copies."""
+    reasons = []
+    for table, facts in sorted(content.items()):
+        if facts.expected_rows != facts.target_rows:
+            reasons.append(
+                f"content of {table} drifted: {facts.target_rows:,} rows in the target,"
+                f" {facts.expected_rows:,} expected from the source"
+            )
+        elif facts.source_checksum is not None and facts.source_checksum != facts.target_checksum:
+            reasons.append(f"content of {table} drifted: same row count, different checksum")
     return reasons
 
 
@@ -212,7 +234,7 @@ def _plan_environment(
     old_database = record.target_database if record.target_database != want.target.database else None
     if old_database is not None:
         check_target_is_free(want, live, adopt=False)
-    if reasons := rebuild_reasons(want, record, live.servers.get(want.target.server)):
+    if reasons := rebuild_reasons(want, record, live.servers.get(want.target.server), live.content.get(name)):
         if protected(want, record) and not options.force:
             return Blocked(environment=name, op="rebuild", reasons=(*reasons, "protect: true (use --force)"))
         steps = build_steps(want, rebuild=True, old_database=old_database)

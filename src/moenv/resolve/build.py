@@ -483,6 +483,7 @@ def _table_copy(
         estimated_rows=table.rows_estimate if with_data else 0,
         estimated_bytes=table.data_bytes if with_data else 0,
         key=table_key(table),
+        has_generated=any(c.generated for c in table.columns),
         watermark=watermark if with_data else None,
     )
 
