@@ -625,9 +625,14 @@ class CloneManager:
         where_condition: str | None = None,
         data_transformations: Mapping[str, str | None] | None = None,
         include_data: bool = True,
+        leak_check: bool = True,
     ) -> CloneResult:
         """One table: columns → rules.<t>.columns, where_condition → where,
-        data_transformations → mask ("NULL" → null), target_table → rename."""
+        data_transformations → mask ("NULL" → null), target_table → rename.
+
+        `leak_check=False` (moenv's addition) is for transformations that keep some source values
+        on purpose (a renamed status); anonymizing masks keep the default, which fails the copy
+        when a masked value still equals a source value."""
         return self._clone(
             self._table_request(
                 "clone_table",
@@ -639,6 +644,7 @@ class CloneManager:
                 where=where_condition,
                 mask=mask_of(data_transformations or {}),
                 include_data=include_data,
+                leak_check=leak_check,
             )
         )
 
@@ -853,6 +859,7 @@ class CloneManager:
         where: str | None = None,
         mask: Mapping[str, str | None] | None = None,
         include_data: bool = True,
+        leak_check: bool = True,
         indexes: bool | None = None,
         constraints: bool | None = None,
         target_server: str | None = None,
@@ -866,6 +873,8 @@ class CloneManager:
             rule["where"] = where
         if mask:
             rule["mask"] = dict(mask)
+            if not leak_check:
+                rule["leak_check"] = False
         body: dict[str, Any] = {
             "data": "full" if include_data else "schema",
             "tables": {"include": [source_table]},
@@ -1287,6 +1296,7 @@ class AsyncCloneManager:
         where_condition: str | None = None,
         data_transformations: Mapping[str, str | None] | None = None,
         include_data: bool = True,
+        leak_check: bool = True,
     ) -> CloneResult:
         return await asyncio.to_thread(
             self.sync.clone_table,
@@ -1298,6 +1308,7 @@ class AsyncCloneManager:
             where_condition=where_condition,
             data_transformations=data_transformations,
             include_data=include_data,
+            leak_check=leak_check,
         )
 
     async def clone_table_schema_async(

@@ -502,21 +502,26 @@ def test_migration_plan_with_clone_transform_and_skip(guide: Guide, capsys: pyte
     assert "Skipping table: temp_data" in out and "Cloned table: users" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=moenv.CloneError,
-    reason="data_transformations map to rules.<t>.mask (SPEC §2), and the executor's leak check refuses any mask "
-    "that leaves a source value in place, which a business transformation (CASE … ELSE status) does by design",
-)
 def test_migration_transformation_the_moenv_way(guide: Guide) -> None:
+    """data_transformations map to rules.<t>.mask (SPEC §2). The leak check refuses a mask that
+    keeps source values, which a business transformation (CASE … ELSE status) does by design:
+    it is refused by default, and done with leak_check=False."""
     clone_manager = guide.connect().clone
     target = guide.db("new_production_2")
     clone_manager.clone_table(guide.production, "users", target)
+    with pytest.raises(moenv.CloneError, match="leak check failed"):
+        clone_manager.clone_table(
+            source_database=guide.production,
+            source_table="orders",
+            target_database=target,
+            data_transformations=MIGRATION_PLAN[1]["transformations"],
+        )
     clone_manager.clone_table(
         source_database=guide.production,
         source_table="orders",
         target_database=target,
         data_transformations=MIGRATION_PLAN[1]["transformations"],
+        leak_check=False,
     )
     assert guide.count(target, "orders", "status = 'new'") == guide.count(
         guide.production, "orders", "status = 'pending'"

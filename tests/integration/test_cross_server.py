@@ -72,7 +72,7 @@ def apply(path: Path, cfg: Config, *, parallel: int = 1) -> api.ApplyResult:
 
 def ledger_row(world: World, ledger: str, environment: str) -> dict[str, Any] | None:
     rows = world.sandbox.query(
-        f"SELECT status, message, rows_copied, stats FROM {q(ledger)}.environments WHERE name = %s", (environment,)
+        f"SELECT status, message, rows_copied, stats_json FROM {q(ledger)}.environments WHERE name = %s", (environment,)
     )
     if not rows:
         return None
@@ -91,7 +91,7 @@ SUBSET = {
     "rules": {
         "users": {
             "where": "id <= 700",
-            "mask": {"email": "moenv.email(email)", "display_name": "CONCAT('User ', id)"},
+            "mask": {"email": "moenv.email(email)", "display_name": "CONCAT('Person #', id)"},
         },
         "orders": {"where": "status <> 'cancelled'", "exclude_columns": ["note"]},
         "categories": {"where": "id <> 4"},
@@ -286,7 +286,7 @@ def test_a_target_session_killed_mid_copy_is_retried_and_the_copy_is_complete(wo
         f"CREATE TABLE {q(source)}.big (id INT PRIMARY KEY, pad VARCHAR(200) NOT NULL, n DOUBLE) ENGINE=InnoDB"
     )
     here.sandbox.execute(
-        f"INSERT INTO {q(source)}.big SELECT seq, REPEAT(CHAR(65 + seq % 26), 150), seq / 7 FROM seq_1_to_300000"
+        f"INSERT INTO {q(source)}.big SELECT seq, REPEAT(CHAR(65 + seq % 26), 150), seq / 7 FROM {q(source)}.seq_1_to_300000"
     )
     cfg = config(here, there)
     path = manifest(here, "kill", source=source, target=there.prefix + "big", target_server="dst")

@@ -609,7 +609,8 @@ class _Run:
             filters = [(t, f) for t in want.tables for f in t.filters if f.deferred or f.parent in touched]
             self._orphan_fixpoint(filters, target)
             for copy in want.tables:
-                self._check_leaks(copy, target)
+                if copy.leak_check:
+                    self._check_leaks(copy, target)
             self.conn.execute("COMMIT")
         except MoenvError:
             self.conn.execute("ROLLBACK")

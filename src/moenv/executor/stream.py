@@ -309,6 +309,7 @@ class CrossServerCopy:
         self._leak_source: Connection | None = None
         self._snapshot = _Snapshot(source, salt=salt, notes=self.notes)
         self._tasks: list[_Task] = []
+        self._reported: set[int] = set()
         self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -334,12 +335,11 @@ class CrossServerCopy:
         """Copy what was submitted; `on_table` as each table is done, then the first error is raised."""
         if not self._workers:
             self._start(len([t for t in self._tasks if not t.done.is_set()]))
-        reported: set[int] = set()
         while True:
             pending = [t for t in self._tasks if not t.done.is_set()]
             for task in self._tasks:
-                if task.done.is_set() and task.result is not None and task.index not in reported:
-                    reported.add(task.index)
+                if task.done.is_set() and task.result is not None and task.index not in self._reported:
+                    self._reported.add(task.index)
                     on_table(task.result)
             if not pending:
                 break

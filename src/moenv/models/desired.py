@@ -60,7 +60,9 @@ class TableCopy(_Value):
     excluded_columns: tuple[str, ...] = ()
     """Source columns left out of the target table."""
     masked: tuple[str, ...] = ()
-    """Target columns whose values are computed by a mask (checked for leaks after the copy)."""
+    """Target columns whose values are computed by a mask."""
+    leak_check: bool = True
+    """Check after the copy that no masked value equals a source value of its column."""
     unique_checks: bool = False
     """Keep unique checks on while filling (masked values may collide; the source's did not)."""
     needs_salt: bool = False

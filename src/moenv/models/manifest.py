@@ -124,8 +124,9 @@ class RelationSpec(_Spec):
 class TablesSpec(_Spec):
     """Which source tables are copied."""
 
-    include: list[str] = Field(default_factory=lambda: ["*"])
-    """Glob patterns matched against the source's table names."""
+    include: list[str] | None = None
+    """Glob patterns matched against the source's table names (default: every table, or with `related`
+    only the foreign-key closure; patterns given here are added to it)."""
     exclude: list[str] = Field(default_factory=list)
     """Glob patterns of tables to leave out."""
     related: RelatedSpec | None = None
@@ -147,6 +148,9 @@ class RuleSpec(_Spec):
     """Name of the table in the target (default: the source name)."""
     watermark: Name | None = None
     """Column that grows when a row changes (e.g. updated_at), for incremental refresh."""
+    leak_check: bool = True
+    """After the copy, fail when a masked value still equals a source value of its column. Turn it
+    off only for masks that transform rather than anonymize (e.g. renaming a status)."""
 
     @model_validator(mode="after")
     def _one_column_list(self) -> RuleSpec:

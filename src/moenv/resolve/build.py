@@ -99,9 +99,11 @@ def select_tables(spec: EnvironmentSpec, catalog: Catalog, edges: list[Edge], pr
     tables = spec.spec.tables
     names = list(catalog.tables)
     chosen: set[str] = set()
-    explicit_include = "include" in tables.model_fields_set
-    if tables.related is None or explicit_include:
-        for index, pattern in enumerate(tables.include):
+    # An unset include means every table, or with `related` the closure alone. Deciding by the
+    # value, not by whether the field was written, keeps a spec read back from the ledger equal.
+    include = tables.include if tables.include is not None else ([] if tables.related else ["*"])
+    if include:
+        for index, pattern in enumerate(include):
             matched = fnmatch.filter(names, pattern)
             if not matched:
                 problems.add(
@@ -482,6 +484,7 @@ def _table_copy(
         notes=tuple(notes) if body.constraints else (),
         estimated_rows=table.rows_estimate if with_data else 0,
         estimated_bytes=table.data_bytes if with_data else 0,
+        leak_check=rule.leak_check if rule is not None else True,
         key=table_key(table),
         has_generated=any(c.generated for c in table.columns),
         watermark=watermark if with_data else None,
