@@ -639,6 +639,12 @@ def insert_head(copy: TableCopy, columns: Sequence[LoadColumn], *, database: str
     return f"INSERT INTO {qualified(database, copy.target)} ({names}) VALUES "
 
 
+def sessions_alive(count: int) -> str:
+    """Which of `count` session ids (given as parameters) still exist."""
+    marks = ", ".join(["%s"] * count)
+    return f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({marks})"
+
+
 def truncate_table(database: str, table: str) -> str:
     return f"TRUNCATE TABLE {qualified(database, table)}"
 

@@ -244,6 +244,53 @@ class _Feeder(threading.Thread):
         self.join()
 
 
+class _Watchdog(threading.Thread):
+    """Aborts a load whose target session is gone from the process list (KILLed). MariaDB 10.11
+    stops reading a KILLed LOAD DATA LOCAL but keeps its socket open for minutes (measured: about
+    2 min with bulk inserts, unique_checks=0), so the client would block in a send until then."""
+
+    def __init__(self, server: Server, *, every: float = 1.0) -> None:
+        super().__init__(name="moenv-watchdog", daemon=True)
+        self.server = server
+        self.every = every
+        self.loads: dict[int, Connection] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    @contextlib.contextmanager
+    def watch(self, conn: Connection) -> Iterator[None]:
+        with self.lock:
+            self.loads[conn.thread_id] = conn
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.loads.pop(conn.thread_id, None)
+
+    def run(self) -> None:
+        monitor: Connection | None = None
+        try:
+            while not self.stop.wait(self.every):
+                with self.lock:
+                    loads = dict(self.loads)
+                if not loads:
+                    continue
+                try:
+                    monitor = monitor or connect(self.server)
+                    alive = {int(row[0]) for row in monitor.query(mysql.sessions_alive(len(loads)), tuple(loads))}
+                except DatabaseError:  # the target is unreachable: the loads find out by themselves
+                    if monitor is not None:
+                        monitor.close()
+                    monitor = None
+                    continue
+                for thread_id, conn in loads.items():
+                    if thread_id not in alive:
+                        conn.abort()
+        finally:
+            if monitor is not None:
+                monitor.close()
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -313,6 +360,7 @@ class CrossServerCopy:
         self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._watchdog = _Watchdog(target)
 
     # -- the source, outside the snapshot (DDL, character sets, leak checks) ------------------
 
@@ -352,6 +400,8 @@ class CrossServerCopy:
     def _start(self, count: int) -> None:
         workers = min(self.parallel, max(count, 1))
         self._snapshot.open(workers)
+        if not self._watchdog.is_alive():
+            self._watchdog.start()
         for slot in range(workers):
             worker = threading.Thread(target=self._work, args=(slot,), name=f"moenv-copy-{slot}", daemon=True)
             worker.start()
@@ -425,13 +475,14 @@ class CrossServerCopy:
             if self.transport == "insert":
                 return self._insert(task, slot, target, shape)
             chunks = self._chunks(task, slot, shape, insert=False)
-            loaded, sent = load_through_pipe(
-                target,
-                lambda path: mysql.load_data(copy, shape.columns, database=self.staging, path=path),
-                chunks,
-                doing=f"loading {copy.target}",
-                task=task,
-            )
+            with self._watchdog.watch(target):
+                loaded, sent = load_through_pipe(
+                    target,
+                    lambda path: mysql.load_data(copy, shape.columns, database=self.staging, path=path),
+                    chunks,
+                    doing=f"loading {copy.target}",
+                    task=task,
+                )
         finally:
             if copy.unique_checks:
                 target.execute("SET SESSION unique_checks = 0")
@@ -580,6 +631,9 @@ class CrossServerCopy:
         for worker in self._workers:
             worker.join()
         self._workers = []
+        if self._watchdog.is_alive():
+            self._watchdog.stop.set()
+            self._watchdog.join()
         self._snapshot.close()
         for conn in (self._source, self._leak_source):
             if conn is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -179,6 +180,14 @@ class Connection:
                 code=2013,
                 hint=HINTS[2013],
             ) from exc
+
+    def abort(self) -> None:
+        """Shut the socket down, from any thread: a statement blocked on it fails at once as a lost
+        connection. (A KILLed LOAD DATA LOCAL session stops reading without closing its socket.)"""
+        sock = getattr(self._raw, "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         with contextlib.suppress(pymysql.MySQLError):  # already gone: nothing to release

@@ -14,7 +14,6 @@ Loc = tuple[str | int, ...]
 
 def unsupported_fields(spec: EnvironmentSpec) -> list[tuple[Loc, str]]:
     """(field path, message) for every field set to something this version cannot do yet."""
-    body = spec.spec
     found: list[tuple[Loc, str]] = []
     # source.snapshot, grants and consistency: snapshot depend on the source's engine and version
     # (MatrixOne has them): refused when the source catalog is read, engines/plan_methods.py.

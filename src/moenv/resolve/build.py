@@ -228,8 +228,10 @@ def _check_rules(
         named = spec.spec.rules.get(name)
         target = named.rename if named and named.rename else name
         if target in targets:
+            # Blame the rule that renames (the other table may have no rule at all).
+            blamed = name if named and named.rename else targets[target]
             problems.add(
-                ("spec", "rules", name, "rename"), f"{name} and {targets[target]} would both be named {target}"
+                ("spec", "rules", blamed, "rename"), f"{name} and {targets[target]} would both be named {target}"
             )
         targets[target] = name
     referenced = {(e.parent, c.lower()) for e in edges if e.child in copied for c in e.ref_columns}
@@ -243,10 +245,10 @@ def _check_rules(
                 if table.column(column) is None:
                     problems.add((*loc, field, index), f"{name} has no column {column!r}")
         kept = _kept_columns(table, rule)
-        if rule.columns is not None:
-            missing_pk = [c for c in table.primary_key if c.lower() not in {k.lower() for k in kept}]
-            if missing_pk:
-                problems.add((*loc, "columns"), f"the primary key column(s) {', '.join(missing_pk)} must be kept")
+        missing_pk = [c for c in table.primary_key if c.lower() not in {k.lower() for k in kept}]
+        if missing_pk:
+            field = "columns" if rule.columns is not None else "exclude_columns"
+            problems.add((*loc, field), f"the primary key column(s) {', '.join(missing_pk)} must be kept")
         for column, expression in rule.mask.items():
             where = (*loc, "mask", column)
             col = table.column(column)

@@ -65,10 +65,26 @@ def count_statements(desired: Desired) -> dict[str, str]:
     return statements
 
 
+def upper_bounds(desired: Desired) -> set[str]:
+    """Counted tables whose count is only an upper bound: rows removed after the copy (a reference
+    through a self-reference or a cycle to a restricted table) are not foreseen by the count."""
+    restricted = restricted_tables(desired)
+    bounded: set[str] = set()
+    for table in desired.tables:  # parents first
+        if any(
+            (f.deferred and f.parent in restricted) or (not f.deferred and f.parent in bounded) for f in table.filters
+        ):
+            bounded.add(table.target)
+    return bounded
+
+
 def with_counts(desired: Desired, counts: Mapping[str, int]) -> Desired:
-    """`desired` with exact counts for the tables in `counts` (the others keep the server's estimate)."""
+    """`desired` with the counts of the tables in `counts`, marked exact unless only an upper bound."""
+    bounded = upper_bounds(desired)
     tables = tuple(
-        t.model_copy(update={"estimated_rows": counts[t.target], "rows_exact": True}) if t.target in counts else t
+        t.model_copy(update={"estimated_rows": counts[t.target], "rows_exact": t.target not in bounded})
+        if t.target in counts
+        else t
         for t in desired.tables
     )
     return desired.model_copy(update={"tables": tables})
