@@ -344,7 +344,7 @@ def read_content(config: Config, desired: Mapping[str, Desired], live: Live) -> 
         target = live.servers.get(want.target.server)
         if target is None or record.target_database not in target.databases:
             continue
-        counts = count_statements(want)
+        counts = count_statements(want, orphans=True)
         facts: dict[str, TableContent] = {}
         with (
             connect(config.server(want.source.server), read_only=True) as source,

@@ -272,26 +272,46 @@ def _placeholder_safe(sql: str) -> str:
     return sql.replace("%", "%%")
 
 
-def upsert_changed(copy: TableCopy, *, source_database: str, target_database: str) -> str:
-    """Rows whose watermark passed the stored one (given as the one `%s` parameter), upserted by key."""
+def _key_match(copy: TableCopy, *, left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{quote_ident(k)} = {right}.{quote_ident(k)}" for k in copy.key)
+
+
+def delete_changed(copy: TableCopy, *, source_database: str, target_database: str) -> str:
+    """Target rows whose source row changed since the stored watermark (the one `%s` parameter):
+    removed, to be inserted again through the filters (a changed row may no longer qualify).
+    `>=`, not `>`: a row committed in the same instant as the stored maximum is caught."""
+    assert copy.watermark is not None
+    target = qualified(target_database, copy.target)
+    alias = quote_ident(SOURCE_ALIAS)
+    match = _key_match(copy, left=alias, right=target)
+    head = (
+        f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {qualified(source_database, copy.source)} AS {alias}"
+        f" WHERE {match} AND {alias}.{quote_ident(copy.watermark)} >= "
+    )
+    return _placeholder_safe(head) + "%s)"
+
+
+def insert_changed(copy: TableCopy, *, source_database: str, target_database: str) -> str:
+    """Source rows changed (or added) since the stored watermark (the `%s` parameter), through the filters."""
     assert copy.watermark is not None
     alias = quote_ident(SOURCE_ALIAS)
-    columns = ", ".join(quote_ident(c) for c in copy.columns)
-    conditions = [copy.where] if copy.where else []
-    conditions += [
-        integrity_condition(f, database=target_database, alias=alias) for f in copy.filters if not f.deferred
-    ]
-    keys = {k.lower() for k in copy.key}
-    updates = ", ".join(
-        f"{quote_ident(c)} = VALUES({quote_ident(c)})" for c in copy.columns if c.lower() not in keys
-    ) or ", ".join(f"{quote_ident(c)} = {quote_ident(c)}" for c in copy.key)
-    head = (
-        f"INSERT INTO {qualified(target_database, copy.target)} ({columns})"
-        f" SELECT {', '.join(copy.select)} FROM {qualified(source_database, copy.source)} AS {alias} WHERE "
-    )
-    since = f"{alias}.{quote_ident(copy.watermark)} > %s"
-    body = " AND ".join([*(_placeholder_safe(c) for c in conditions), since])
-    return _placeholder_safe(head) + body + _placeholder_safe(f" ON DUPLICATE KEY UPDATE {updates}")
+    head = insert_select(_live_filters(copy), source_database=source_database, into_database=target_database)
+    joiner = " AND " if " WHERE " in head else " WHERE "
+    return _placeholder_safe(head + joiner) + f"{alias}.{quote_ident(copy.watermark)} >= %s"
+
+
+def insert_missing(copy: TableCopy, *, source_database: str, target_database: str) -> str:
+    """Every qualifying source row the target lacks: rows that changed, and rows that qualify again
+    because a parent did (a child whose own watermark did not move)."""
+    alias = quote_ident(SOURCE_ALIAS)
+    head = insert_select(_live_filters(copy), source_database=source_database, into_database=target_database)
+    joiner = " AND " if " WHERE " in head else " WHERE "
+    target = qualified(target_database, copy.target)
+    return f"{head}{joiner}NOT EXISTS (SELECT 1 FROM {target} AS `x` WHERE {_key_match(copy, left='`x`', right=alias)})"
+
+
+def _live_filters(copy: TableCopy) -> TableCopy:
+    return copy.model_copy(update={"filters": tuple(f for f in copy.filters if not f.deferred)})
 
 
 def delete_vanished(copy: TableCopy, *, source_database: str, target_database: str) -> str:

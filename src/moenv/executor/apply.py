@@ -251,6 +251,7 @@ class _Run:
             tables_done=0,
             rows_copied=0,
             stats=self.record.stats if self.record is not None else (),
+            watermarks=self.record.watermarks if self.record is not None else {},
         )
         return base.model_copy(update={"status": status, **changes})
 
@@ -562,7 +563,7 @@ class _Run:
             )
 
     def refresh_incremental(self, step: Step) -> int:
-        """Changed rows upserted and vanished ones removed, in place, in one transaction: readers see
+        """Changed rows replaced and vanished ones removed, in place, in one transaction: readers see
         the environment before or after the refresh, never between."""
         want = self.desired
         source, target = want.source.database, want.target.database
@@ -571,31 +572,47 @@ class _Run:
         self._copy_session()
         if any(t.needs_salt for t in want.tables):
             self._salt()
-        self.conn.execute("SET SESSION unique_checks = 1")  # upserts find duplicates through the unique checks
+        self.conn.execute("SET SESSION unique_checks = 1")  # rows go into live tables: every check stays on
         self.conn.execute("START TRANSACTION")
         try:
             touched: set[str] = set()
             for copy in want.tables:
                 started = time.monotonic()
                 if copy.watermark is not None and copy.source in self.watermarks:
-                    since = self.watermarks[copy.source]
+                    since = (self.watermarks[copy.source],)
                     self._remember_watermark(copy)
-                    changed = self.conn.execute(
-                        mysql.upsert_changed(copy, source_database=source, target_database=target),
-                        (since,),
-                        doing=f"copying the changed rows of {copy.source}",
-                    )
                     gone = self.conn.execute(
+                        mysql.delete_changed(copy, source_database=source, target_database=target),
+                        since,
+                        doing=f"removing the changed rows of {copy.target}",
+                    )
+                    gone += self.conn.execute(
                         mysql.delete_vanished(copy, source_database=source, target_database=target),
                         doing=f"removing the rows of {copy.target} that left the source",
                     )
+                    if copy.where or any(not f.deferred for f in copy.filters):
+                        # A parent may qualify again (or a where read another table): every missing
+                        # qualifying row comes back, not only the rows whose watermark moved.
+                        changed = self.conn.execute(
+                            mysql.insert_missing(copy, source_database=source, target_database=target),
+                            doing=f"copying the changed and missing rows of {copy.source}",
+                        )
+                    else:
+                        changed = self.conn.execute(
+                            mysql.insert_changed(copy, source_database=source, target_database=target),
+                            since,
+                            doing=f"copying the changed rows of {copy.source}",
+                        )
                     method = "incremental"
                 else:
                     self._remember_watermark(copy)
                     gone = self.conn.execute(mysql.delete_all(target, copy.target))
-                    refill = copy.model_copy(update={"filters": tuple(f for f in copy.filters if not f.deferred)})
                     changed = self.conn.execute(
-                        mysql.insert_select(refill, source_database=source, into_database=target),
+                        mysql.insert_select(
+                            copy.model_copy(update={"filters": tuple(f for f in copy.filters if not f.deferred)}),
+                            source_database=source,
+                            into_database=target,
+                        ),
                         doing=f"copying {copy.source}",
                     )
                     method = "full (no watermark)"

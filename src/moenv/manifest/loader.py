@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from moenv.errors import ConfigError, ManifestError, Problem
+from moenv.manifest.fragments import FragmentError, FragmentKind, parse_fragment
 from moenv.manifest.support import unsupported_fields
 from moenv.manifest.templating import render_template
 from moenv.models.manifest import EnvironmentSpec
@@ -165,6 +166,7 @@ def load_manifests(
                 continue
             manifest = LoadedManifest(spec, path, first, lines)
             problems += [manifest.problem(loc, message) for loc, message in unsupported_fields(spec)]
+            problems += [manifest.problem(loc, message) for loc, message in fragment_problems(spec)]
             loaded.append(manifest)
     seen: dict[str, LoadedManifest] = {}
     for manifest in loaded:
@@ -180,6 +182,23 @@ def load_manifests(
     if problems:
         raise ManifestError(problems, hint="; ".join(hints) or None)
     return loaded
+
+
+def fragment_problems(spec: EnvironmentSpec) -> list[tuple[Loc, str]]:
+    """Every `where` and `mask` checked as SQL on its own (SPEC §2: a bad fragment fails `validate`);
+    whether the columns it names exist is checked against the source catalog at plan time."""
+    found: list[tuple[Loc, str]] = []
+    for table, rule in spec.spec.rules.items():
+        fragments: list[tuple[Loc, str, FragmentKind]] = []
+        if rule.where is not None:
+            fragments.append((("spec", "rules", table, "where"), rule.where, "where"))
+        fragments += [(("spec", "rules", table, "mask", c), e, "mask") for c, e in rule.mask.items() if e is not None]
+        for loc, text, kind in fragments:
+            try:
+                parse_fragment(text, kind=kind)
+            except FragmentError as exc:
+                found.append((loc, f"{kind}: {exc}"))
+    return found
 
 
 def load_variables(pairs: Sequence[str], files: Sequence[Path]) -> dict[str, str]:

@@ -14,18 +14,30 @@ from moenv.manifest.fragments import parse_fragment, to_sql
 from moenv.models.desired import Desired, TableCopy
 
 
-def restricted_tables(desired: Desired) -> set[str]:
-    """Tables (target names) whose copy keeps fewer rows than the source has."""
+def restricted_tables(desired: Desired, *, orphans: bool = False) -> set[str]:
+    """Tables (target names) whose copy keeps fewer rows than the source has.
+
+    A table is restricted by its own `where` and by its restricted parents. With `orphans`, every
+    table with an integrity filter counts too: strict integrity also drops the source's own orphan
+    rows, which only an exact comparison (content verification) needs to foresee.
+    """
     by_target = {t.target: t for t in desired.tables}
     restricted: set[str] = set()
     for table in desired.tables:  # parents first: a parent's status is known before its children
-        if table.where or any(not f.deferred and f.parent in restricted for f in table.filters):
+        live = [f for f in table.filters if not f.deferred]
+        if table.where or any(orphans or f.parent in restricted for f in live):
             restricted.add(table.target)
     return {t for t in restricted if by_target[t].with_data}
 
 
 def _kept(
-    table: TableCopy, alias: str, desired: Desired, tables: Mapping[str, TableCopy], restricted: set[str], depth: int
+    table: TableCopy,
+    alias: str,
+    desired: Desired,
+    tables: Mapping[str, TableCopy],
+    restricted: set[str],
+    depth: int,
+    orphans: bool = False,
 ) -> list[str]:
     """Conditions on `alias` (a row of `table`) that hold when the copy keeps that row."""
     conditions: list[str] = []
@@ -35,7 +47,7 @@ def _kept(
             to_sql(parse_fragment(rule.where, kind="where"), database=desired.source.database, alias=alias)
         )
     for filter_ in table.filters:
-        if filter_.deferred or filter_.parent not in restricted or depth > 16:
+        if filter_.deferred or (filter_.parent not in restricted and not orphans) or depth > 16:
             continue
         parent = tables[filter_.parent]
         inner = f"p{depth}"
@@ -43,7 +55,7 @@ def _kept(
             f"{quote_ident(inner)}.{quote_ident(r)} = {quote_ident(alias)}.{quote_ident(c)}"
             for c, r in zip(filter_.columns, filter_.ref_columns, strict=True)
         )
-        nested = " AND ".join([match, *_kept(parent, inner, desired, tables, restricted, depth + 1)])
+        nested = " AND ".join([match, *_kept(parent, inner, desired, tables, restricted, depth + 1, orphans)])
         nulls = " OR ".join(f"{quote_ident(alias)}.{quote_ident(c)} IS NULL" for c in filter_.columns)
         conditions.append(
             f"({nulls} OR EXISTS (SELECT 1 FROM {qualified(desired.source.database, parent.source)}"
@@ -52,14 +64,14 @@ def _kept(
     return conditions
 
 
-def count_statements(desired: Desired) -> dict[str, str]:
+def count_statements(desired: Desired, *, orphans: bool = False) -> dict[str, str]:
     """Target table → the `SELECT COUNT(*)` of the rows its copy will hold, for restricted tables."""
-    restricted = restricted_tables(desired)
+    restricted = restricted_tables(desired, orphans=orphans)
     tables = {t.target: t for t in desired.tables}
     statements = {}
     for name in sorted(restricted):
         table = tables[name]
-        conditions = _kept(table, "s", desired, tables, restricted, 0)
+        conditions = _kept(table, "s", desired, tables, restricted, 0, orphans)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         statements[name] = f"SELECT COUNT(*) FROM {qualified(desired.source.database, table.source)} AS `s`{where}"
     return statements
