@@ -91,18 +91,20 @@ def resolve(manifests: Sequence[LoadedManifest], config: Config) -> dict[str, De
 
 
 def count_rows(desired: Mapping[str, Desired], config: Config) -> dict[str, Desired]:
-    """Exact counts of the filtered tables (one COUNT per such table, on read-only source sessions)."""
-    by_server: dict[str, list[str]] = defaultdict(list)
+    """Exact counts of the filtered tables: one statement per source server whatever the number of
+    environments and tables (identical counts, e.g. of per-PR environments, are asked once)."""
+    wanted: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
     for name, want in desired.items():
-        if want.manifest.spec.data == "full" and count_statements(want):
-            by_server[want.source.server].append(name)
+        if want.manifest.spec.data == "full" and (statements := count_statements(want)):
+            wanted[want.source.server][name] = statements
     counted = dict(desired)
-    for server_name, names in sorted(by_server.items()):
+    for server_name, per_env in sorted(wanted.items()):
+        distinct = sorted({sql for statements in per_env.values() for sql in statements.values()})
         with connect(config.server(server_name), read_only=True) as conn:
-            for name in names:
-                statements = count_statements(desired[name])
-                counts = {table: int(conn.scalar(sql) or 0) for table, sql in statements.items()}
-                counted[name] = with_counts(desired[name], counts)
+            row = conn.query("SELECT " + ", ".join(f"({sql})" for sql in distinct))[0]
+        value = {sql: int(n or 0) for sql, n in zip(distinct, row, strict=True)}
+        for name, statements in per_env.items():
+            counted[name] = with_counts(desired[name], {table: value[sql] for table, sql in statements.items()})
     return counted
 
 
@@ -150,15 +152,16 @@ def plan_manifests(
     opts = replace(options or PlanOptions(), quotas=config.quotas)
     selector = opts.selector
     names = {m.name for m in manifests}
-    unknown = sorted(selector.only - names)
-    if unknown and not opts.prune:
-        raise ConflictError(
-            f"--only names {', '.join(unknown)}, which no loaded manifest defines",
-            hint=f"loaded: {', '.join(sorted(names)) or 'none'}",
-        )
     chosen = [m for m in manifests if selector.matches(m.name, m.spec.metadata.labels)]
     desired = resolve(chosen, config)
     live = read_live(config, desired, all_servers=opts.prune or bool(opts.quotas.servers))
+    unknown = sorted(selector.only - names - ({r.name for r in live.records()} if opts.prune else set()))
+    if unknown:
+        raise ConflictError(
+            f"--only names {', '.join(unknown)}, which no loaded manifest defines"
+            + (" and no ledger holds" if opts.prune else ""),
+            hint=f"loaded: {', '.join(sorted(names)) or 'none'}",
+        )
     if any(d.manifest.spec.verify.content for d in desired.values()):
         live = replace(live, content=read_content(config, desired, live))
     return build_plan(desired, live, now=now or datetime.now(UTC), options=opts, declared=frozenset(names))

@@ -233,9 +233,9 @@ def test_helper_list() -> None:
         ),
         (
             "moenv.date_shift(birth_date, 30)",
-            "(`birth_date` + INTERVAL (MOD(CAST(CONV(LEFT("
-            + DIGEST.format("`birth_date`")
-            + ", 8), 16, 10) AS SIGNED), 61) - 30) DAY)",
+            "(`birth_date` + INTERVAL (IF({o} >= 0, {o} + 1, {o})) DAY)".format(
+                o="MOD(CAST(CONV(LEFT(" + DIGEST.format("`birth_date`") + ", 8), 16, 10) AS SIGNED), 60) - 30"
+            ),
         ),
     ],
 )
@@ -296,7 +296,8 @@ def test_salted_helpers_read_the_session_salt() -> None:
         ("moenv.keep_last(card, -1)", "moenv.keep_last: n must be between 0 and 65535, got -1"),
         ("moenv.number(x, 9, 1)", "moenv.number: lo (9) must not be greater than hi (1)"),
         ("moenv.number(x, 0, 9999999999999999999)", "moenv.number: hi must be between"),
-        ("moenv.date_shift(d, -3)", "moenv.date_shift: days must be between 0 and 36500"),
+        ("moenv.date_shift(d, -3)", "moenv.date_shift: days must be between 1 and 36500"),
+        ("moenv.date_shift(d, 0)", "moenv.date_shift: days must be between 1 and 36500"),
         ("moenv.hash", "moenv.hash is a helper: call it, as in moenv.hash(col)"),
         ("moenv.hash(DISTINCT x)", "DISTINCT is not allowed"),
         ("moenv.hash(x AS y)", "without an alias"),

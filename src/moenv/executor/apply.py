@@ -376,6 +376,8 @@ class _Run:
             )
         except ValueError as exc:
             raise CloneError(str(exc), environment=want.environment, table=copy.source) from exc
+        if self.cross is not None and copy.with_data:
+            ddl = self.cross.deferring(copy, ddl)
         self._copy_session()  # foreign_key_checks off: FK cycles and any creation order work
         self.conn.execute(ddl, doing=f"creating table {copy.target}")
 
@@ -460,7 +462,8 @@ class _Run:
         if self.orphans_removed is None:
             self.cross.wait(self._stream_progress, self._streamed)
             tables = self.desired.tables
-            self.orphans_removed = self._orphan_fixpoint([(t, f) for t in tables for f in t.filters], self.staging)
+            every = [(t, f) for t in tables for f in t.filters]
+            self.orphans_removed = self._orphan_fixpoint(every, self.staging, probe=True)
         return self.orphans_removed
 
     def copy_rows(self, step: Step) -> int | None:
@@ -512,12 +515,18 @@ class _Run:
         tables = self.desired.tables
         return self._orphan_fixpoint([(t, f) for t in tables for f in t.filters if f.deferred], self.staging)
 
-    def _orphan_fixpoint(self, pending: list[tuple[TableCopy, ParentFilter]], database: str) -> int:
+    def _orphan_fixpoint(
+        self, pending: list[tuple[TableCopy, ParentFilter]], database: str, *, probe: bool = False
+    ) -> int:
+        """`probe`: look for one orphan (read-only) before deleting: where most checks find none,
+        a DELETE scanning the whole child costs far more (1 M rows: 11 s against 0.9 s)."""
         tables = self.desired.tables
         removed = 0
         for _round in range(1000):
             touched: set[str] = set()
             for table, filter_ in pending:
+                if probe and self.conn.scalar(mysql.find_orphan(table, filter_, database=database)) is None:
+                    continue
                 count = self.conn.execute(mysql.delete_orphans(table, filter_, database=database))
                 if count:
                     touched.add(table.target)
@@ -542,7 +551,16 @@ class _Run:
     def _check_leaks(self, copy: TableCopy, database: str) -> None:
         leaks = {}
         for column in copy.masked:
-            if self.cross is not None:  # no anti-join across servers: source values loaded next to the copy
+            if column in copy.row_checked and self.cross is None:
+                count = int(
+                    self.conn.scalar(
+                        mysql.count_row_leaks(
+                            copy, column, source_database=self.desired.source.database, database=database
+                        )
+                    )
+                    or 0
+                )
+            elif self.cross is not None:  # no anti-join across servers: source values loaded next to the copy
                 count = self.cross.count_leaks(copy, column)
             else:
                 count = int(

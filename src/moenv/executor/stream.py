@@ -356,6 +356,7 @@ class CrossServerCopy:
         self._leak_source: Connection | None = None
         self._snapshot = _Snapshot(source, salt=salt, notes=self.notes)
         self._tasks: list[_Task] = []
+        self._deferred: dict[str, mysql.DeferredIndexes] = {}
         self._reported: set[int] = set()
         self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
@@ -372,6 +373,13 @@ class CrossServerCopy:
         return self._source
 
     # -- copying -----------------------------------------------------------------------------
+
+    def deferring(self, copy: TableCopy, ddl: str) -> str:
+        """The staging table's CREATE TABLE without the indexes and foreign keys that are added
+        after its rows are loaded (engines/mysql.py `defer_indexes`: measured cheaper)."""
+        create, later = mysql.defer_indexes(ddl)
+        self._deferred[copy.target] = later
+        return create
 
     def submit(self, copy: TableCopy) -> None:
         """Queue a table; workers start with the first `wait` (all staging tables exist by then)."""
@@ -445,6 +453,7 @@ class CrossServerCopy:
                 if attempt:
                     conn.execute(mysql.truncate_table(self.staging, copy.target), doing=f"emptying {copy.target}")
                 rows = self._load(task, slot, conn, shape)
+                self._add_indexes(conn, copy)
                 return TableResult(copy, rows, time.monotonic() - started, attempt + 1)
             except DatabaseError as exc:
                 if exc.code not in RETRIED or attempt >= self.retries or self._stop.is_set():
@@ -455,6 +464,18 @@ class CrossServerCopy:
                 self._snapshot.check(slot, copy.source)
                 time.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF_SECONDS))
                 attempt += 1
+
+    def _add_indexes(self, target: Connection, copy: TableCopy) -> None:
+        later = self._deferred.get(copy.target)
+        if later is None or not later.clauses:
+            return
+        names = (self.staging, copy.target, self.staging, copy.target)
+        present = {str(name) for (name,) in target.query(mysql.index_and_constraint_names(), names)}
+        missing = [c for name, c in zip(later.names, later.clauses, strict=True) if name not in present]
+        if missing:
+            target.execute(
+                mysql.add_deferred_indexes(self.staging, copy.target, missing), doing=f"indexing {copy.target}"
+            )
 
     def _shape(self, target: Connection, copy: TableCopy) -> _Shape:
         rows = target.query(mysql.staging_columns(), (self.staging, copy.target))

@@ -208,8 +208,10 @@ def _build_number(args: Sequence[int]) -> str:
 
 
 def _build_date_shift(args: Sequence[int]) -> str:
-    days = _int_in(args[0], 0, 36_500, "moenv.date_shift: days")
-    return f"({_OPERAND} + INTERVAL ({_hex_int(8)} % {2 * days + 1} - {days}) DAY)"
+    days = _int_in(args[0], 1, 36_500, "moenv.date_shift: days")
+    # An offset in [-days, -1] ∪ [1, days]: never 0, so no date keeps its value.
+    offset = f"MOD({_hex_int(8)}, {2 * days}) - {days}"
+    return f"({_OPERAND} + INTERVAL IF({offset} >= 0, {offset} + 1, {offset}) DAY)"
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,9 @@ class TableCopy(_Value):
     """Target columns whose values are computed by a mask."""
     leak_check: bool = True
     """Check after the copy that no masked value equals a source value of its column."""
+    row_checked: tuple[str, ...] = ()
+    """Masked columns whose leak check compares each row with its own source row (by key), because
+    their masks have few possible values (moenv.date_shift, moenv.number, ...)."""
     unique_checks: bool = False
     """Keep unique checks on while filling (masked values may collide; the source's did not)."""
     needs_salt: bool = False

@@ -187,19 +187,23 @@ class Live:
 
 @dataclass(frozen=True)
 class Selector:
-    """`--only NAME...` and `-l key=value`: which environments a plan may touch (empty: all)."""
+    """`--only NAME...` and `-l key=value` / `-l key!=value`: which environments a plan may touch
+    (empty: all). `key!=value` also matches environments without that label."""
 
     only: frozenset[str] = frozenset()
     labels: tuple[tuple[str, str], ...] = ()
+    excluded: tuple[tuple[str, str], ...] = ()
 
     def matches(self, name: str, labels: Mapping[str, str]) -> bool:
         if self.only and name not in self.only:
+            return False
+        if any(labels.get(key) == value for key, value in self.excluded):
             return False
         return all(labels.get(key) == value for key, value in self.labels)
 
     @property
     def everything(self) -> bool:
-        return not self.only and not self.labels
+        return not self.only and not self.labels and not self.excluded
 
 
 @dataclass(frozen=True)
