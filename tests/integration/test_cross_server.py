@@ -286,7 +286,8 @@ def test_a_target_session_killed_mid_copy_is_retried_and_the_copy_is_complete(wo
         f"CREATE TABLE {q(source)}.big (id INT PRIMARY KEY, pad VARCHAR(200) NOT NULL, n DOUBLE) ENGINE=InnoDB"
     )
     here.sandbox.execute(
-        f"INSERT INTO {q(source)}.big SELECT seq, REPEAT(CHAR(65 + seq % 26), 150), seq / 7 FROM {q(source)}.seq_1_to_300000"
+        f"INSERT INTO {q(source)}.big SELECT seq, REPEAT(CHAR(65 + seq % 26), 150), seq / 7"
+        f" FROM {q(source)}.seq_1_to_300000"
     )
     cfg = config(here, there)
     path = manifest(here, "kill", source=source, target=there.prefix + "big", target_server="dst")
@@ -389,8 +390,8 @@ def test_parallel_workers_read_one_point_in_time_under_concurrent_writes(worlds:
         f"CREATE TABLE {q(source)}.child (id INT PRIMARY KEY, parent_id INT NOT NULL, pad CHAR(200),"
         " KEY (parent_id)) ENGINE=InnoDB"
     )
-    here.sandbox.execute(f"INSERT INTO {q(source)}.parent SELECT seq, 'x' FROM seq_1_to_60000")
-    here.sandbox.execute(f"INSERT INTO {q(source)}.child SELECT seq, seq, 'y' FROM seq_1_to_60000")
+    here.sandbox.execute(f"INSERT INTO {q(source)}.parent SELECT seq, 'x' FROM {q(source)}.seq_1_to_60000")
+    here.sandbox.execute(f"INSERT INTO {q(source)}.child SELECT seq, seq, 'y' FROM {q(source)}.seq_1_to_60000")
     cfg = config(here, there)
     path = manifest(here, "busy", source=source, target=there.prefix + "busy", target_server="dst")
     plan = api.plan([path], config=cfg)

@@ -99,6 +99,7 @@ def test_passwords_and_the_salt_appear_nowhere(bench: Bench) -> None:
         assert run("refresh", "refresh", env, str(manifest), "--yes").code == 0
         assert run("drift", "drift", str(manifest)).code == 0
         assert run("gc --dry-run", "gc", "--dry-run").code == 0
+        assert run("gc", "gc", "--yes").code == 0
 
         # Failures: a copy that fails (recorded in the ledger), a table gone between plan and apply,
         # a wrong password (with --debug too), a server that is down.
