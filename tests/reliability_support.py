@@ -10,7 +10,7 @@ is what makes a crash at *every* statement affordable. The child always ends wit
 it with `os._exit(137)` as a killed process would end: no `finally`, no rollback, no lock release
 by moenv; the server notices the closed sockets. `run_cli` is the real thing, a new interpreter.
 
-Probes read the servers through fresh PyMySQL connections, never through moenv.
+Probes read the servers through a lasting PyMySQL connection (`Probe`), never through moenv.
 """
 
 from __future__ import annotations
@@ -37,10 +37,6 @@ from moenv.models.ledger import holding_database, staging_database
 
 REPO = Path(__file__).resolve().parents[1]
 CRASH_EXIT = 137
-# PyMySQL >= 1.2 builds a default TLS context for every connection (TLS "preferred"), loading the
-# system CA store: ~60 ms per connection on a loaded 2-core machine, and moenv opens 4-6
-# connections per run. The test servers have no TLS, so the forked runs skip the CA store.
-FAST_TLS_ENV = {"SSL_CERT_FILE": os.devnull, "SSL_CERT_DIR": os.devnull}
 
 
 def q(name: str) -> str:
@@ -169,7 +165,7 @@ class ForkedRun:
         record: bool = False,
         extra_env: Mapping[str, str] | None = None,
     ) -> None:
-        env: dict[str, str] = dict(FAST_TLS_ENV)
+        env: dict[str, str] = {}
         if url is not None:
             env["MOENV_URL"] = url
         if ledger is not None:

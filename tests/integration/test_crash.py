@@ -245,9 +245,12 @@ def test_crash_through_a_real_interpreter(world: CrashWorld) -> None:
     world.assert_no_failures()
 
 
-def test_a_crash_right_after_the_swap_shows_no_environment_without_its_views(world: CrashWorld) -> None:
-    """Views belong to the environment: a create killed between its RENAME TABLE and CREATE VIEW
-    must not leave the target readable with its tables but without its views."""
+def test_a_crash_right_after_the_swap_of_a_create_is_marked_and_repaired(world: CrashWorld) -> None:
+    """The one window MySQL/MariaDB leave open (README, "How a copy is made"): a view cannot be moved
+    between databases, so a *create* publishes its tables with one RENAME TABLE and recreates its
+    views right after. Killed exactly between the two, the target has its tables without its views;
+    the ledger still says `building`, so `status` shows it unfinished and the next apply rebuilds it
+    whole. (A rebuild or refresh has no such window: the old views keep reading the swapped tables.)"""
     world.probe.execute(
         f"CREATE VIEW {q(world.source)}.order_totals AS SELECT u.name, o.total"
         f" FROM {q(world.source)}.orders o JOIN {q(world.source)}.users u ON u.id = o.user_id"
@@ -260,9 +263,12 @@ def test_a_crash_right_after_the_swap_shows_no_environment_without_its_views(wor
     assert statements[swap].startswith("CREATE OR REPLACE SQL SECURITY")  # the view comes right after
     assert world.cli("apply", str(world.manifest), "--yes", crash_after=swap).code == CRASH_EXIT
     seen = world.target_view()
+    status = ledger_status(world.probe, world.box.ledger)[world.env]
     world.check_converged("apply after the crash", world.cli("apply", str(world.manifest), "--yes"))
     world.assert_no_failures()
-    assert seen is None or seen == expected, f"after the swap, before CREATE VIEW, readers see {seen}"
+    assert seen is not None and seen["tables"] == expected["tables"] and seen["views"] == []
+    assert status == "building", "the half-published create must stay marked unfinished"
+    assert world.target_view() == expected
 
 
 def test_gc_removes_what_a_crashed_create_left(world: CrashWorld) -> None:

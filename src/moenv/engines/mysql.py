@@ -780,6 +780,13 @@ def _leak_conditions(
     return [*conditions, f"{a}.{quote_ident(column.name)} IS NOT NULL"]
 
 
+def _leak_value(column: LoadColumn, *, insert: bool) -> str:
+    source = f"{quote_ident(SOURCE_ALIAS)}.{quote_ident(column.name)}"
+    if insert:
+        return f"CONCAT('(', {insert_value(column, source, plain=True)}, ')')"
+    return stream_value(column, source, plain=True)
+
+
 def leak_chunk(
     copy: TableCopy,
     column: LoadColumn,
@@ -788,11 +795,12 @@ def leak_chunk(
     source_database: str,
     after: Sequence[str] | None,
     up_to: Sequence[str] | None,
+    insert: bool = False,
 ) -> str:
-    """A key range of the source's non-NULL values of a masked column, as stream lines."""
-    value = stream_value(column, f"{quote_ident(SOURCE_ALIAS)}.{quote_ident(column.name)}", plain=True)
-    return f"SELECT COUNT(*), GROUP_CONCAT({value} SEPARATOR {LINE_SEPARATOR})" + _stream_from(
-        copy, source_database, _leak_conditions(column, key, after, up_to)
+    """A key range of the source's non-NULL values of a masked column, as stream lines (or VALUES tuples)."""
+    separator = "','" if insert else LINE_SEPARATOR
+    return f"SELECT COUNT(*), GROUP_CONCAT({_leak_value(column, insert=insert)} SEPARATOR {separator})" + (
+        _stream_from(copy, source_database, _leak_conditions(column, key, after, up_to))
     )
 
 
@@ -804,10 +812,16 @@ def leak_rows(
     source_database: str,
     after: Sequence[str] | None = None,
     up_to: Sequence[str] | None = None,
+    insert: bool = False,
 ) -> str:
     """The same values one per row (tables without a primary key, chunks cut short)."""
-    value = stream_value(column, f"{quote_ident(SOURCE_ALIAS)}.{quote_ident(column.name)}", plain=True)
+    value = _leak_value(column, insert=insert)
     return f"SELECT {value}" + _stream_from(copy, source_database, _leak_conditions(column, key, after, up_to))
+
+
+def insert_leak_values(column: LoadColumn, *, database: str) -> str:
+    """The head of the multi-row INSERTs that fill the leak table where LOAD DATA LOCAL is refused."""
+    return f"INSERT INTO {qualified(database, LEAK_TABLE)} ({quote_ident(column.name)}) VALUES "
 
 
 def load_leak_values(column: LoadColumn, *, database: str, path: str) -> str:

@@ -6,6 +6,7 @@ stops that environment (its staging is dropped, the ledger says `failed`), never
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -110,6 +111,27 @@ def apply_plan(
     return result
 
 
+def check_ownership(action: Action, record: LedgerRecord | None, databases: frozenset[str]) -> None:
+    """Under the lock, again: the plan may be old (a saved plan.json), and a database may have been
+    created by hand since. Only what the ledger says moenv owns is ever replaced or dropped."""
+    owned = {record.target_database} if record is not None and record.status != "expired" else set()
+    if isinstance(action, Create | Rebuild | Refresh):
+        target = action.target_database
+        adopting = isinstance(action, Rebuild) and action.adopt
+        if target in databases and target not in owned and not adopting:
+            raise ConflictError(
+                f"{action.environment}: database {target} exists and is not managed by moenv; it is never touched",
+                hint="it appeared after the plan was made: review it, then plan again (with --adopt to replace it)",
+            )
+        old = action.old_database if isinstance(action, Rebuild) else None
+        if old is not None and old not in owned:
+            raise ConflictError(f"{action.environment}: the plan would drop {old}, which the ledger does not own")
+    if isinstance(action, Delete) and (record is None or record.target_database != action.target_database):
+        raise ConflictError(
+            f"{action.environment}: the plan would drop {action.target_database}, which the ledger does not own"
+        )
+
+
 def _apply_action(action: Action, plan: Plan, config: Config, out: Reporter, clock: Clock, parallel: int = 1) -> int:
     server = config.server(action.target_server)
     ledger = plan.ledger_database
@@ -129,6 +151,7 @@ def _apply_action(action: Action, plan: Plan, config: Config, out: Reporter, clo
                 f"{action.environment} was changed by another moenv run after this plan was made; nothing done",
                 hint="run `moenv plan` again",
             )
+        check_ownership(action, record, read_databases(conn))
         run = _Run(action, conn, ledger, config, out, clock, record, parallel=parallel)
         return run.execute()
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack never swallows
@@ -483,7 +506,8 @@ class _Run:
             rows = self.conn.execute(statement, doing=f"copying {copy.source}")
             self.conn.execute("COMMIT")
         except MoenvError:
-            self.conn.execute("ROLLBACK")
+            with contextlib.suppress(MoenvError):  # a dead session rolled back already: keep the real error
+                self.conn.execute("ROLLBACK")
             raise
         finally:
             if copy.unique_checks:
@@ -648,7 +672,8 @@ class _Run:
                     self._check_leaks(copy, target)
             self.conn.execute("COMMIT")
         except MoenvError:
-            self.conn.execute("ROLLBACK")
+            with contextlib.suppress(MoenvError):  # a dead session rolled back already: keep the real error
+                self.conn.execute("ROLLBACK")
             raise
         finally:
             self.conn.execute("SET SESSION unique_checks = 0")

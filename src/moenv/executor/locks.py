@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from moenv.engines import mysql
-from moenv.errors import ConflictError
+from moenv.errors import ConflictError, DatabaseError
 from moenv.live.connection import Connection
 
 
@@ -25,4 +26,7 @@ def environment_lock(conn: Connection, environment: str, *, timeout: float) -> I
     try:
         yield
     finally:
-        conn.query(mysql.release_lock(), (name,))
+        # A session that died (server restarted) released its lock with it; failing here would
+        # hide the error that ended the work.
+        with contextlib.suppress(DatabaseError):
+            conn.query(mysql.release_lock(), (name,))

@@ -43,6 +43,9 @@ RETRIED = frozenset(TRANSIENT | {1927})
 # The global lock refused (no RELOAD privilege, no BACKUP STAGE before MariaDB 10.4) or waited
 # too long: the copy falls back to one shared snapshot session.
 _NO_GLOBAL_LOCK = frozenset({1044, 1045, 1064, 1142, 1227, 1205})
+# LOAD DATA LOCAL refused by the target (local_infile=OFF: MariaDB 10.11 says 4166, older ones
+# 1148; MySQL 8, where it is off by default, 3948): the copy goes on with multi-row INSERTs.
+LOAD_REFUSED = frozenset({1148, 3948, 4166})
 CHUNK_BYTES = 2 << 20
 """Aim of one GROUP_CONCAT chunk; client memory is a few of these per table being copied."""
 FIRST_CHUNK_ROWS = 1000
@@ -55,6 +58,9 @@ _PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031  # Linux fcntl: a bigger pipe means fewer wake-ups per chunk
 
 Transport = Literal["load", "insert"]
+DEFAULT_TRANSPORT: Transport = "load"
+"""LOAD DATA LOCAL of source-formatted lines; "insert" (multi-row INSERTs of source-formatted
+tuples) is the measured alternative (benchmarks/cross_server.py --transports)."""
 Progress = Callable[[int], None]
 """Called about every half second while tables stream, with the rows sent by unfinished tables."""
 
@@ -338,7 +344,7 @@ class CrossServerCopy:
         salt: str | None,
         parallel: int = 1,
         retries: int = 3,
-        transport: Transport = "load",
+        transport: Transport | None = None,
         backoff: float = BACKOFF_SECONDS,
     ) -> None:
         self.source_server = source
@@ -348,7 +354,7 @@ class CrossServerCopy:
         self.salt = salt
         self.parallel = max(parallel, 1)
         self.retries = max(retries, 0)
-        self.transport: Transport = transport
+        self.transport: Transport = transport or DEFAULT_TRANSPORT
         self.backoff = backoff
         self.notes: list[str] = []
         """What the user should know about this copy (a fallback taken, a snapshot renewed)."""
@@ -361,6 +367,7 @@ class CrossServerCopy:
         self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._switch = threading.Lock()
         self._watchdog = _Watchdog(target)
 
     # -- the source, outside the snapshot (DDL, character sets, leak checks) ------------------
@@ -435,10 +442,22 @@ class CrossServerCopy:
 
     def _target(self) -> Connection:
         conn = connect(self.target_server, local_infile=True)
-        statements = mysql.STREAM_INSERT_SESSION if self.transport == "insert" else mysql.STREAM_TARGET_SESSION
-        for statement in statements:
+        for statement in mysql.STREAM_TARGET_SESSION:
             conn.execute(statement)
         return conn
+
+    def _refused(self, exc: DatabaseError) -> bool:
+        """LOAD DATA LOCAL refused: switch to multi-row INSERTs (once, for every table) and say so."""
+        if exc.code not in LOAD_REFUSED:
+            return False
+        with self._switch:
+            if self.transport == "load":
+                self.transport = "insert"
+                self.notes.append(
+                    f"the target refused LOAD DATA LOCAL ({exc.message}): rows were sent as multi-row INSERTs,"
+                    " which is slower; enable local_infile on the target server to load them"
+                )
+        return True
 
     def _copy(self, task: _Task, slot: int, target: list[Connection | None]) -> TableResult:
         copy = task.copy
@@ -456,6 +475,8 @@ class CrossServerCopy:
                 self._add_indexes(conn, copy)
                 return TableResult(copy, rows, time.monotonic() - started, attempt + 1)
             except DatabaseError as exc:
+                if self._refused(exc):
+                    continue
                 if exc.code not in RETRIED or attempt >= self.retries or self._stop.is_set():
                     raise
                 if target[0] is not None:
@@ -470,7 +491,7 @@ class CrossServerCopy:
         if later is None or not later.clauses:
             return
         names = (self.staging, copy.target, self.staging, copy.target)
-        present = {str(name) for (name,) in target.query(mysql.index_and_constraint_names(), names)}
+        present = {_text(name) for (name,) in target.query(mysql.index_and_constraint_names(), names)}
         missing = [c for name, c in zip(later.names, later.clauses, strict=True) if name not in present]
         if missing:
             target.execute(
@@ -480,12 +501,13 @@ class CrossServerCopy:
     def _shape(self, target: Connection, copy: TableCopy) -> _Shape:
         rows = target.query(mysql.staging_columns(), (self.staging, copy.target))
         by_name = {
-            str(name).lower(): mysql.LoadColumn(str(name), str(kind).lower(), cs and str(cs)) for name, kind, cs in rows
+            _text(name).lower(): mysql.LoadColumn(_text(name), _text(kind).lower(), cs and _text(cs))
+            for name, kind, cs in rows
         }
         missing = [c for c in copy.columns if c.lower() not in by_name]
         if missing:
             raise CloneError(f"the staging table {copy.target} has no column {', '.join(missing)}", table=copy.target)
-        key = tuple(str(name) for (name,) in target.query(mysql.primary_key_columns(), (self.staging, copy.target)))
+        key = tuple(_text(name) for (name,) in target.query(mysql.primary_key_columns(), (self.staging, copy.target)))
         return _Shape(tuple(by_name[c.lower()] for c in copy.columns), key)
 
     def _load(self, task: _Task, slot: int, target: Connection, shape: _Shape) -> int:
@@ -517,6 +539,8 @@ class CrossServerCopy:
     def _insert(self, task: _Task, slot: int, target: Connection, shape: _Shape) -> int:
         """The measured alternative: multi-row INSERTs of tuples the source formatted, one transaction."""
         copy = task.copy
+        for statement in mysql.STREAM_INSERT_SESSION:
+            target.execute(statement)
         head = mysql.insert_head(copy, shape.columns, database=self.staging).encode()
         chunks: queue.Queue[tuple[bytes, int] | BaseException | None] = queue.Queue(maxsize=2)
         done = threading.Event()
@@ -608,12 +632,24 @@ class CrossServerCopy:
             load_column = shape.columns[index]
             target.execute(mysql.drop_leak_table(self.staging))
             target.execute(mysql.create_leak_table(self.staging, copy.target, load_column.name))
-            load_through_pipe(
-                target,
-                lambda path: mysql.load_leak_values(load_column, database=self.staging, path=path),
-                self._leak_chunks(copy, load_column, shape.key),
-                doing=f"loading the source values of {copy.target}.{column} for the leak check",
-            )
+            doing = f"loading the source values of {copy.target}.{column} for the leak check"
+            if self.transport == "load":
+                try:
+                    load_through_pipe(
+                        target,
+                        lambda path: mysql.load_leak_values(load_column, database=self.staging, path=path),
+                        self._leak_chunks(copy, load_column, shape.key, insert=False),
+                        doing=doing,
+                    )
+                except DatabaseError as exc:
+                    if not self._refused(exc):
+                        raise
+            if self.transport == "insert":
+                for statement in mysql.STREAM_INSERT_SESSION:
+                    target.execute(statement)
+                head = mysql.insert_leak_values(load_column, database=self.staging).encode()
+                for data, _count in self._leak_chunks(copy, load_column, shape.key, insert=True):
+                    target.execute_bytes(head + data, doing=doing)
             return int(target.scalar(mysql.count_leaks_loaded(copy, load_column.name, database=self.staging)) or 0)
         finally:
             with contextlib.suppress(DatabaseError):
@@ -621,7 +657,7 @@ class CrossServerCopy:
             target.close()
 
     def _leak_chunks(
-        self, copy: TableCopy, column: mysql.LoadColumn, key: Sequence[str]
+        self, copy: TableCopy, column: mysql.LoadColumn, key: Sequence[str], *, insert: bool
     ) -> Generator[tuple[bytes, int]]:
         source = self.source_database
         reader = _Reader(
@@ -629,13 +665,14 @@ class CrossServerCopy:
                 copy, key, source_database=source, after=after, into=into, rows=count
             ),
             chunk=lambda after, up_to: mysql.leak_chunk(
-                copy, column, key, source_database=source, after=after, up_to=up_to
+                copy, column, key, source_database=source, after=after, up_to=up_to, insert=insert
             ),
             rows=lambda after, up_to: mysql.leak_rows(
-                copy, column, key, source_database=source, after=after, up_to=up_to
+                copy, column, key, source_database=source, after=after, up_to=up_to, insert=insert
             ),
-            separator=b"\n",
+            separator=b"," if insert else b"\n",
             doing=f"reading {copy.source}.{column.name} for the leak check",
+            countable=not insert,
         )
         if self._leak_source is None:
             self._leak_source = self._snapshot.session()
@@ -740,6 +777,11 @@ def _read_rows(
                     return
         if batch:
             yield reader.separator.join(batch), len(batch)
+
+
+def _text(value: object) -> str:
+    """A catalog name as text (sessions that read results as bytes get bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _as_bytes(value: object) -> bytes:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from moenv.errors import ConfigError, ManifestError, Problem
 from moenv.manifest.fragments import FragmentError, FragmentKind, parse_fragment
 from moenv.manifest.support import unsupported_fields
-from moenv.manifest.templating import render_template
+from moenv.manifest.templating import render_template, template_environment
 from moenv.models.manifest import EnvironmentSpec
 
 Loc = tuple[str | int, ...]
@@ -61,17 +61,45 @@ def dotted(loc: Iterable[str | int]) -> str:
     return out
 
 
-def _line_map(node: yaml.Node, loc: Loc, into: dict[Loc, int]) -> None:
-    into[loc] = node.start_mark.line + 1
+MAX_NODES = 50_000  # a manifest is small: more nodes than this is an alias bomb
+
+
+@dataclass
+class _Walk:
+    """State of one walk over a composed document: its file, the nodes left, the nodes being visited."""
+
+    path: Path
+    left: int = MAX_NODES
+    active: set[int] = field(default_factory=set)
+
+    def refuse(self, node: yaml.Node, message: str, loc: Loc = ()) -> ManifestError:
+        return ManifestError(Problem(f"YAML: {message}", self.path, node.start_mark.line + 1, dotted(loc) or None))
+
+
+def _line_map(node: yaml.Node, loc: Loc, into: dict[Loc, int], walk: _Walk) -> None:
+    """Line of every field; refuses what YAML accepts but a manifest must not hold: duplicate keys
+    (the last would silently win, dropping e.g. masks), recursive anchors and alias bombs."""
+    if id(node) in walk.active:
+        raise walk.refuse(node, "an alias refers to a node that contains it (recursive anchor)", loc)
+    walk.left -= 1
+    if walk.left < 0:
+        raise walk.refuse(node, f"the document expands to more than {MAX_NODES:,} nodes (aliases?)", loc)
+    walk.active.add(id(node))
+    into.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: dict[object, int] = {}
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode):
                 child = (*loc, key.value)
-                _line_map(value, child, into)
+                if key.value in seen and key.value != "<<":
+                    raise walk.refuse(key, f"duplicate key {key.value!r} (first at line {seen[key.value]})", child)
+                seen[key.value] = key.start_mark.line + 1
+                _line_map(value, child, into, walk)
                 into[child] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _line_map(item, (*loc, index), into)
+            _line_map(item, (*loc, index), into, walk)
+    walk.active.discard(id(node))
 
 
 def expand_paths(paths: Sequence[Path]) -> list[Path]:
@@ -91,20 +119,29 @@ def _documents(path: Path, text: str) -> list[tuple[Any, dict[Loc, int], int]]:
     """Parse every YAML document of a rendered file into (data, line map, first line)."""
     try:
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
-        datas = list(yaml.load_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         message = " ".join(part for part in (exc.context, exc.problem) if part)
         raise ManifestError(Problem(f"YAML: {message}", path, line)) from exc
     except yaml.YAMLError as exc:
-        raise ManifestError(Problem(f"YAML: {exc}", path)) from exc
+        position = getattr(exc, "position", None)  # ReaderError: a character YAML does not allow
+        line = text[:position].count("\n") + 1 if isinstance(position, int) else None
+        raise ManifestError(Problem(f"YAML: {exc}", path, line)) from exc
     docs = []
-    for node, data in zip(nodes, datas, strict=True):
-        if node is None or data is None:
+    for node in nodes:
+        if node is None:
             continue
         lines: dict[Loc, int] = {}
-        _line_map(node, (), lines)
+        _line_map(node, (), lines, _Walk(path))
+        try:
+            data = _LOADER("").construct_document(node)  # the checked node, not a second parse
+        except yaml.MarkedYAMLError as exc:  # e.g. a !!python/... tag: the safe loader constructs none
+            mark = exc.problem_mark or exc.context_mark
+            message = " ".join(part for part in (exc.context, exc.problem) if part)
+            raise ManifestError(Problem(f"YAML: {message}", path, mark.line + 1 if mark else None)) from exc
+        if data is None:
+            continue
         docs.append((data, lines, node.start_mark.line + 1))
     return docs
 
@@ -139,7 +176,7 @@ def load_manifests(
     problems: list[Problem] = []
     hints: list[str] = []
     loaded: list[LoadedManifest] = []
-    render_env = dict(os.environ if env is None else env)
+    render_env = template_environment(os.environ if env is None else env)
     moment = now or datetime.now(UTC)
     for path in expand_paths(paths):
         try:
