@@ -32,7 +32,9 @@ PREFIX = "fleetbench_"
 
 def _connect(url: str) -> pymysql.connections.Connection:  # type: ignore[type-arg]
     server = Server.from_url("bench", url)
-    return pymysql.connect(host=server.host, port=server.port, user=server.user, password=server.password, autocommit=True)
+    return pymysql.connect(
+        host=server.host, port=server.port, user=server.user, password=server.password, autocommit=True
+    )
 
 
 def build_sources(url: str, sources: int, tables: int) -> None:
@@ -136,7 +138,9 @@ def main() -> None:
     finally:
         conn = _connect(url)
         with conn.cursor() as cur:
-            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s", (PREFIX + "%",))
+            cur.execute(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s", (PREFIX + "%",)
+            )
             for (name,) in cur.fetchall():
                 cur.execute(f"DROP DATABASE `{name}`")
         conn.close()
