@@ -200,8 +200,9 @@ class _Run:
         assert isinstance(self.action, Create | Rebuild | Refresh | Update)
         return self.action.desired
 
-    def execute(self) -> int:
-        handlers: dict[str, Callable[[Step], int | None]] = {
+    def handlers(self) -> dict[str, Callable[[Step], int | None]]:
+        """Step kind → the method that runs it (an engine's subclass may replace some)."""
+        return {
             "ledger_begin": self.ledger_begin,
             "prepare_staging": self.prepare_staging,
             "create_table": self.create_table,
@@ -220,26 +221,40 @@ class _Run:
             "ledger_expire": self.ledger_expire,
             "ledger_interrupted": self.ledger_interrupted,
         }
+
+    def before_step(self, step: Step) -> None:
+        """Called before each step (the MatrixOne run checks its lock lease here)."""
+
+    def release(self) -> None:
+        """Called once the steps are done or failed, before a failure is recorded: workers stop
+        before the staging they load is dropped."""
+        if self.cross is not None:
+            self.cross.close()
+
+    def finish(self) -> None:
+        """Called last, whatever happened (the MatrixOne run drops its snapshot here)."""
+        self.release()
+
+    def execute(self) -> int:
+        handlers = self.handlers()
         began = False
         try:
             for step in self.action.steps:
+                self.before_step(step)
+                handler = handlers.get(step.kind)
+                if handler is None:
+                    raise CloneError(f"step {step.kind} is not supported on this server's engine")
                 started = time.monotonic()
-                rows = handlers[step.kind](step)
+                rows = handler(step)
                 began = began or step.kind == "ledger_begin"
                 self.out.step_finished(self.action, step, rows=rows, seconds=time.monotonic() - started)
         except MoenvError as exc:
-            if self.cross is not None:  # its workers stop before the staging they load is dropped
-                self.cross.close()
+            self.release()
             if began:
                 self._fail(exc)
-            raise CloneError(
-                exc.message,
-                environment=self.action.environment,
-                hint=exc.hint,
-            ) from exc
+            raise CloneError(exc.message, environment=self.action.environment, hint=exc.hint) from exc
         finally:
-            if self.cross is not None:
-                self.cross.close()
+            self.finish()
         return self.rows
 
     # -- bookkeeping -------------------------------------------------------------------------

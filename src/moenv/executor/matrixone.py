@@ -205,44 +205,21 @@ class MatrixOneRun(_Run):
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def execute(self) -> int:
-        handlers: dict[str, Callable[[Step], int | None]] = {
-            "ledger_begin": self.ledger_begin,
-            "prepare_staging": self.prepare_staging,
-            "create_table": self.create_table,
-            "copy_rows": self.copy_rows,
-            "delete_orphans": self.delete_orphans,
-            "check_leaks": self.check_leaks,
-            "swap": self.swap,
-            "create_view": self.create_view,
-            "drop_leftovers": self.drop_leftovers,
-            "drop_old_target": self.drop_old_target,
-            "ledger_commit": self.ledger_commit,
-            "ledger_update": self.ledger_update,
-            "drop_target": self.drop_target,
-            "ledger_forget": self.ledger_forget,
-            "ledger_expire": self.ledger_expire,
-            "ledger_interrupted": self.ledger_interrupted,
-        }
-        began = False
-        try:
-            for step in self.action.steps:
-                if self.lock_lost():
-                    raise ConflictError(
-                        f"the lock of {self.action.environment} could not be renewed: stopped before {step.kind}",
-                        hint="the next apply rebuilds it",
-                    )
-                started = time.monotonic()
-                rows = handlers[step.kind](step)
-                began = began or step.kind == "ledger_begin"
-                self.out.step_finished(self.action, step, rows=rows, seconds=time.monotonic() - started)
-        except MoenvError as exc:
-            if began:
-                self._fail(exc)
-            raise CloneError(exc.message, environment=self.action.environment, hint=exc.hint) from exc
-        finally:
-            self._drop_own_snapshot()
-        return self.rows
+    def handlers(self) -> dict[str, Callable[[Step], int | None]]:
+        found = super().handlers()
+        del found["refresh_incremental"]  # in-place upserts are MySQL/MariaDB's; here a refresh re-clones
+        return found
+
+    def before_step(self, step: Step) -> None:
+        if self.lock_lost():
+            raise ConflictError(
+                f"the lock of {self.action.environment} could not be renewed: stopped before {step.kind}",
+                hint="the next apply rebuilds it",
+            )
+
+    def finish(self) -> None:
+        self._drop_own_snapshot()
+        super().finish()
 
     @property
     def _building(self) -> bool:
