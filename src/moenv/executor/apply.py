@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -527,6 +527,10 @@ class _Run:
         finally:
             if copy.unique_checks:
                 self.conn.execute("SET SESSION unique_checks = 0")
+        return self._copied(copy, rows, started)
+
+    def _copied(self, copy: TableCopy, rows: int, started: float) -> int:
+        """Count one copied table, and write progress to the ledger every few seconds (`moenv status`)."""
         self.rows += rows
         self.tables_done += 1
         self.stats.append(
@@ -555,11 +559,18 @@ class _Run:
         return self._orphan_fixpoint([(t, f) for t in tables for f in t.filters if f.deferred], self.staging)
 
     def _orphan_fixpoint(
-        self, pending: list[tuple[TableCopy, ParentFilter]], database: str, *, probe: bool = False
+        self,
+        pending: list[tuple[TableCopy, ParentFilter]],
+        database: str,
+        *,
+        probe: bool = False,
+        tables: Sequence[TableCopy] | None = None,
     ) -> int:
-        """`probe`: look for one orphan (read-only) before deleting: where most checks find none,
+        """Delete orphans until none is left: rows removed from a parent make its children's rows
+        orphans in turn. `tables`: those that may hold orphans (default: all copied ones).
+        `probe`: look for one orphan (read-only) before deleting: where most checks find none,
         a DELETE scanning the whole child costs far more (1 M rows: 11 s against 0.9 s)."""
-        tables = self.desired.tables
+        tables = self.desired.tables if tables is None else tables
         removed = 0
         for _round in range(1000):
             touched: set[str] = set()

@@ -29,7 +29,7 @@ from moenv.engines import matrixone as sql
 from moenv.engines import mysql
 from moenv.errors import CloneError, ConflictError, DatabaseError, MoenvError
 from moenv.executor.apply import Clock, _Run
-from moenv.executor.ledger import actor, ensure_ledger, write_progress
+from moenv.executor.ledger import actor, ensure_ledger
 from moenv.executor.report import Reporter
 from moenv.live import matrixone as live
 from moenv.live.connection import Connection
@@ -362,33 +362,13 @@ class MatrixOneRun(_Run):
             snapshot=self._require_snapshot(),
         )
         rows = self.conn.execute(statement, doing=f"copying {copy.source}")
-        self.rows += rows
-        self.tables_done += 1
-        self.stats.append(
-            TableStat(table=copy.target, rows=rows, method=copy.method, seconds=time.monotonic() - started)
-        )
-        if time.monotonic() - self.last_progress > 2:
-            write_progress(self.conn, self.ledger, self.action.environment, self.tables_done, self.rows, self.clock())
-            self.last_progress = time.monotonic()
-        return rows
+        return self._copied(copy, rows, started)
 
     def delete_orphans(self, step: Step) -> int:
         """Only tables filled by INSERT … SELECT can hold orphans: a clone is the source at the snapshot."""
         tables = [t for t in self.desired.tables if t.method == "insert_select"]
         pending = [(t, f) for t in tables for f in t.filters if f.deferred]
-        removed = 0
-        for _round in range(1000):
-            touched: set[str] = set()
-            for table, filter_ in pending:
-                count = self.conn.execute(mysql.delete_orphans(table, filter_, database=self.staging))
-                if count:
-                    touched.add(table.target)
-                    removed += count
-                    self._uncount(table.target, count)
-            if not touched:
-                break
-            pending = [(t, f) for t in tables for f in t.filters if f.parent in touched]
-        return removed
+        return self._orphan_fixpoint(pending, self.staging, tables=tables)
 
     def check_leaks(self, step: Step) -> int:
         copy = self._copy(step)

@@ -1,19 +1,23 @@
 """Cross-server copies: tables streamed from the source server into staging on another server,
-with constant client memory, all read at one point in time, retried on transient errors; I/O.
+with constant client memory, read at one point in time, retried on transient errors; I/O.
 
 The source server formats the rows (engines/mysql.py `stream_chunk`: masks and `where` in its
-SELECT, LOAD DATA escaping, one GROUP_CONCAT value per primary-key range), and the client only
-moves bytes: a feeder thread writes each chunk into a named pipe that one `LOAD DATA LOCAL
+SELECT, LOAD DATA escaping, one GROUP_CONCAT value per primary-key range) and the client only
+moves bytes: a feeder thread writes the chunks into a named pipe that one `LOAD DATA LOCAL
 INFILE` per table reads on the target (PyMySQL opens LOCAL files by name; a pipe lets one
-statement, so one transaction, take a whole table while the source keeps formatting). Measured
-(SPEC §5, benchmarks/README.md): rows decoded by PyMySQL are 2.3x slower than mysqldump, rows
-formatted by the source server and fed to LOAD DATA are faster than it.
+statement, so one transaction, take a whole table while the source keeps formatting). Rows
+decoded by PyMySQL were 2.3x slower than mysqldump (SPEC §5); see benchmarks/README.md for
+this design's figures. A target that refuses LOAD DATA LOCAL gets multi-row INSERTs instead.
 
-Several tables are copied at once by worker threads (the client does no per-row work, so
-threads do not contend for the GIL). Every worker reads inside `START TRANSACTION WITH
-CONSISTENT SNAPSHOT, READ ONLY`; the snapshots start together while a global lock is held for
-about a millisecond (`global_read_lock`, needs RELOAD). Without that privilege, the workers share
-one snapshot session, chunk by chunk: still one point in time, the source side just serialized.
+Tables are copied by `parallel` worker threads (the client does no per-row work: no GIL
+contention). Every source read runs inside `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ
+ONLY`; with several workers their snapshots start while a global lock is held for about a
+millisecond (MariaDB BACKUP STAGE BLOCK_COMMIT, MySQL FLUSH TABLES WITH READ LOCK), which needs
+the RELOAD privilege. Without it the workers share one snapshot session chunk by chunk: still
+one point in time, the source side serialized (noted in the ledger's event). The source user
+needs SELECT (and SHOW VIEW for views) otherwise. Integrity filters are enforced on the target
+after loading (the parents they name are there); a transient error reloads that table, and a
+lost source session is replaced by a newer snapshot, which the ledger's event says.
 """
 
 from __future__ import annotations
@@ -396,6 +400,8 @@ class CrossServerCopy:
 
     def wait(self, progress: Progress, on_table: Callable[[TableResult], None]) -> None:
         """Copy what was submitted; `on_table` as each table is done, then the first error is raised."""
+        if not self._tasks:
+            return
         if not self._workers:
             self._start(len([t for t in self._tasks if not t.done.is_set()]))
         while True:
