@@ -92,6 +92,11 @@ def test_create_when_there_is_no_record_and_no_database() -> None:
                     Step(kind="copy_rows", table="products", detail="INSERT … SELECT from products"),
                     Step(kind="create_table", table="order_items", detail="from SHOW CREATE TABLE order_items"),
                     Step(kind="copy_rows", table="order_items", detail="INSERT … SELECT from order_items"),
+                    Step(
+                        kind="delete_orphans",
+                        detail="remove rows whose reference was not copied"
+                        " (self-references, cycles, concurrent writes)",
+                    ),
                     Step(kind="swap", detail="move tables in with one RENAME TABLE into dev_db"),
                     Step(kind="drop_leftovers", detail="drop the staging (and old tables') databases"),
                     Step(kind="ledger_commit", detail="mark dev ready"),

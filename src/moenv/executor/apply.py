@@ -7,6 +7,7 @@ stops that environment (its staging is dropped, the ledger says `failed`), never
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -34,6 +35,7 @@ from moenv.models.desired import Desired, ParentFilter, TableCopy
 from moenv.models.ledger import LedgerRecord, TableStat, holding_database, staging_database
 from moenv.models.manifest import parse_duration
 from moenv.models.plan import Action, Cleanup, Create, Delete, Plan, Rebuild, Refresh, Step, Update
+from moenv.resolve.estimate import restricted_tables
 
 Clock = Callable[[], datetime]
 
@@ -513,7 +515,9 @@ class _Run:
             self._salt()
         started = time.monotonic()
         self._remember_watermark(copy)
-        statement = mysql.insert_select(copy, source_database=self.desired.source.database, into_database=self.staging)
+        statement = mysql.insert_select(
+            self._filtered_at_insert(copy), source_database=self.desired.source.database, into_database=self.staging
+        )
         if copy.unique_checks:  # masked values may collide where the source's could not
             self.conn.execute("SET SESSION unique_checks = 1")
         self.conn.execute("START TRANSACTION")
@@ -551,12 +555,26 @@ class _Run:
         else:
             self.watermarks.pop(copy.source, None)
 
+    def _filtered_at_insert(self, copy: TableCopy) -> TableCopy:
+        """Integrity filters run inside the INSERT … SELECT only against restricted parents (a where
+        of theirs, or of an ancestor): there they keep most rows out. Against a parent copied whole
+        they would cost an EXISTS per row for the few orphans concurrent writes can leave (measured:
+        2x the source's CPU on 1 M rows); those are found after the copy by one anti-join instead."""
+        applied = tuple(f for f in copy.filters if not f.deferred and f.parent in self.restricted)
+        return copy.model_copy(update={"filters": applied})
+
+    @functools.cached_property
+    def restricted(self) -> set[str]:
+        return restricted_tables(self.desired)
+
     def delete_orphans(self, step: Step) -> int:
-        """Self-references and cycle edges are checked after the copy, until no row is removed."""
+        """The filters not applied inside the copies (self-references, cycle edges, parents copied
+        whole) are enforced now, until no row is removed; a read-only probe first, since most find none."""
         if self.cross is not None:
             return self._streams_done()
         tables = self.desired.tables
-        return self._orphan_fixpoint([(t, f) for t in tables for f in t.filters if f.deferred], self.staging)
+        later = [(t, f) for t in tables for f in t.filters if f.deferred or f.parent not in self.restricted]
+        return self._orphan_fixpoint(later, self.staging, probe=True)
 
     def _orphan_fixpoint(
         self,

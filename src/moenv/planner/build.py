@@ -50,10 +50,12 @@ def build_steps(desired: Desired, *, rebuild: bool, old_database: str | None = N
         steps.append(Step(kind="create_table", table=table.target, detail=f"from SHOW CREATE TABLE {table.source}"))
         if table.with_data:
             steps.append(Step(kind="copy_rows", table=table.target, detail=f"INSERT … SELECT from {table.source}"))
-    deferred = [f"{t.target}.{f.name}" for t in desired.tables for f in t.filters if f.deferred]
-    if deferred:
+    if any(t.filters for t in desired.tables if t.with_data):
         steps.append(
-            Step(kind="delete_orphans", detail=f"remove rows whose reference was not copied: {', '.join(deferred)}")
+            Step(
+                kind="delete_orphans",
+                detail="remove rows whose reference was not copied (self-references, cycles, concurrent writes)",
+            )
         )
     for table in desired.tables:
         if table.with_data and table.masked and table.leak_check:
