@@ -16,7 +16,7 @@ from typing import Any
 import pymysql
 import pytest
 import yaml
-from tests.integration.helpers import World, q
+from tests.integration.helpers import World, output, q
 from tests.support.mariadb import Sandbox
 
 from moenv import api
@@ -317,6 +317,52 @@ def test_a_target_session_killed_mid_copy_is_retried_and_the_copy_is_complete(wo
     assert copied == original
 
 
+def test_a_lost_source_session_is_replaced_by_a_newer_snapshot_and_said_so(worlds: tuple[World, World]) -> None:
+    here, there = worlds
+    source = here.prefix + "big_src"
+    here.sandbox.execute(f"CREATE DATABASE {q(source)}")
+    here.sandbox.execute(f"CREATE TABLE {q(source)}.big (id INT PRIMARY KEY, pad VARCHAR(200) NOT NULL) ENGINE=InnoDB")
+    here.sandbox.execute(
+        f"INSERT INTO {q(source)}.big SELECT seq, REPEAT(CHAR(65 + seq % 26), 150) FROM {q(source)}.seq_1_to_300000"
+    )
+    cfg = config(here, there)
+    env = here.env("lost")
+    path = manifest(here, "lost", source=source, target=there.prefix + "lost", target_server="dst")
+    plan = api.plan([path], config=cfg)
+    killed: list[int] = []
+
+    def killer() -> None:
+        conn = pymysql.connect(**_params(here.sandbox.url))
+        try:
+            with conn.cursor() as cursor:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not killed:
+                    cursor.execute(
+                        "SELECT ID FROM information_schema.PROCESSLIST"
+                        " WHERE INFO LIKE 'SELECT COUNT(*), GROUP_CONCAT(%%'"
+                    )
+                    for (session,) in cursor.fetchall():
+                        cursor.execute(f"KILL {int(session)}")
+                        killed.append(int(session))
+                    time.sleep(0.01)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        result = api.apply(plan, config=cfg)
+    finally:
+        thread.join()
+
+    assert killed, "no chunk query was seen running"
+    assert result.ok, result.failed
+    [(_, original)] = here.sandbox.query(f"CHECKSUM TABLE {q(source)}.big")
+    [(_, copied)] = there.sandbox.query(f"CHECKSUM TABLE {q(there.prefix + 'lost')}.big")
+    assert copied == original
+    assert "later snapshot" in (last_event_message(there, here.sandbox.ledger, env) or "")
+
+
 # -- 4. failures leave nothing half-built --------------------------------------------------------
 
 
@@ -335,7 +381,7 @@ def test_a_non_transient_error_leaves_nothing_half_built_and_the_next_apply_conv
 
     assert not result.ok
     [failure] = result.failed
-    assert "users" in (failure.error or "")
+    assert "users" in (failure.error or "") and "make the mask unique" in (failure.error or "")
     assert not there.exists(there.prefix + "broken")
     assert there.work_databases() == []  # no staging (`_moenv_`) database left behind
     record = ledger_row(there, here.sandbox.ledger, env)
@@ -428,3 +474,84 @@ def test_parallel_workers_read_one_point_in_time_under_concurrent_writes(worlds:
         f"SELECT COUNT(*) FROM {target}.child c LEFT JOIN {target}.parent p ON p.id = c.id WHERE p.id IS NULL"
     )
     assert (parents_without_child, children_without_parent) == (0, 0)
+
+
+# -- 6. a target that refuses LOAD DATA LOCAL, progress while a table streams ----------------------
+
+
+def test_a_target_refusing_load_data_local_gets_multi_row_inserts(worlds: tuple[World, World]) -> None:
+    here, there = worlds
+    cfg = config(here, there)
+    env = here.env("noinfile")
+    same = manifest(here, "same", source=here.source, target=here.prefix + "same", target_server="src", **SUBSET)
+    path = manifest(
+        here, "noinfile", source=here.source, target=there.prefix + "noinfile", target_server="dst", **SUBSET
+    )
+    assert apply(same, cfg).ok
+    [(before,)] = there.sandbox.query("SELECT @@GLOBAL.local_infile")
+    there.sandbox.execute("SET GLOBAL local_infile = 0")
+    try:
+        result = apply(path, cfg, parallel=2)
+    finally:
+        there.sandbox.execute(f"SET GLOBAL local_infile = {int(before)}")
+
+    assert result.ok, result.failed
+    assert there.checksums(there.prefix + "noinfile") == here.checksums(here.prefix + "same")
+    message = last_event_message(there, here.sandbox.ledger, env) or ""
+    assert "refused LOAD DATA LOCAL" in message and "multi-row INSERTs" in message
+
+
+def test_a_streamed_table_reports_its_rows_while_it_is_copied(worlds: tuple[World, World]) -> None:
+    here, there = worlds
+    source = here.prefix + "wide_src"
+    here.sandbox.execute(f"CREATE DATABASE {q(source)}")
+    here.sandbox.execute(
+        f"CREATE TABLE {q(source)}.wide (id INT PRIMARY KEY, pad VARCHAR(250) NOT NULL, KEY (pad(20))) ENGINE=InnoDB"
+    )
+    here.sandbox.execute(
+        f"INSERT INTO {q(source)}.wide SELECT seq, REPEAT(MD5(seq), 7) FROM {q(source)}.seq_1_to_400000"
+    )
+    cfg = config(here, there)
+    env = here.env("progress")
+    path = manifest(here, "progress", source=source, target=there.prefix + "wide", target_server="dst")
+    plan = api.plan([path], config=cfg)
+    seen: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            row = ledger_row(there, here.sandbox.ledger, env) if there.exists(here.sandbox.ledger) else None
+            if row is not None:
+                seen.append((str(row["status"]), int(row["rows_copied"])))
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        result = api.apply(plan, config=cfg)
+    finally:
+        done.set()
+        watcher.join()
+    seconds = time.monotonic() - started
+
+    assert result.ok, result.failed
+    if seconds < 3:
+        pytest.skip(f"the copy took {seconds:.1f} s: too fast to see a progress write (every 2 s)")
+    assert any(status == "building" and 0 < rows < 400000 for status, rows in seen), seen[-5:]
+
+
+def test_the_cli_copies_across_servers_in_parallel_and_show_names_the_method(worlds: tuple[World, World]) -> None:
+    here, there = worlds
+    servers = {"src": {"url": here.sandbox.url}, "dst": {"url": there.sandbox.url}}
+    (here.directory / "moenv.yaml").write_text(yaml.safe_dump({"servers": servers}), encoding="utf-8")
+    path = manifest(here, "cli", source=here.source, target=there.prefix + "cli", target_server="dst")
+
+    applied = here.cli("--config", "moenv.yaml", "apply", "--parallel", "2", "--yes", str(path))
+
+    assert applied.returncode == 0, output(applied)
+    assert there.checksums(there.prefix + "cli") == here.checksums(here.source)
+    shown = here.cli("--config", "moenv.yaml", "show", here.env("cli"))
+    assert shown.returncode == 0, output(shown)
+    assert "users" in shown.stdout and "stream" in shown.stdout, shown.stdout
+    assert here.cli("--config", "moenv.yaml", "apply", "--parallel", "0", str(path)).returncode != 0

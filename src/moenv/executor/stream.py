@@ -322,13 +322,21 @@ def load_through_pipe(
     """
     with tempfile.TemporaryDirectory(prefix="moenv-stream-") as directory:
         path = os.path.join(directory, "rows")
-        os.mkfifo(path, 0o600)
+        try:
+            os.mkfifo(path, 0o600)
+        except OSError as exc:
+            raise CloneError(
+                f"{doing}: cannot create a named pipe in {directory}: {exc}",
+                hint="point TMPDIR at a local file system that supports named pipes (POSIX)",
+            ) from exc
         feeder = _Feeder(path, chunks, task)
         feeder.start()
         try:
             loaded = target.load_local(statement(path), doing=doing)
         finally:
             feeder.finish()
+        if isinstance(feeder.error, OSError):
+            raise CloneError(f"{doing}: writing to the pipe failed: {feeder.error}") from feeder.error
         if feeder.error is not None:
             raise feeder.error
         return loaded, feeder.rows
@@ -499,10 +507,16 @@ class CrossServerCopy:
         names = (self.staging, copy.target, self.staging, copy.target)
         present = {_text(name) for (name,) in target.query(mysql.index_and_constraint_names(), names)}
         missing = [c for name, c in zip(later.names, later.clauses, strict=True) if name not in present]
-        if missing:
+        if not missing:
+            return
+        try:
             target.execute(
                 mysql.add_deferred_indexes(self.staging, copy.target, missing), doing=f"indexing {copy.target}"
             )
+        except DatabaseError as exc:
+            if exc.code != 1062:
+                raise
+            raise CloneError(exc.message, table=copy.target, hint=_COLLISION) from exc
 
     def _shape(self, target: Connection, copy: TableCopy) -> _Shape:
         rows = target.query(mysql.staging_columns(), (self.staging, copy.target))
@@ -517,24 +531,20 @@ class CrossServerCopy:
         return _Shape(tuple(by_name[c.lower()] for c in copy.columns), key)
 
     def _load(self, task: _Task, slot: int, target: Connection, shape: _Shape) -> int:
+        # Loading sessions keep unique_checks on (STREAM_TARGET_SESSION): masked values that
+        # collide in a unique index fail the load, or the ALTER that adds a deferred index.
         copy = task.copy
-        if copy.unique_checks:  # masked values may collide where the source's could not
-            target.execute("SET SESSION unique_checks = 1")
-        try:
-            if self.transport == "insert":
-                return self._insert(task, slot, target, shape)
-            chunks = self._chunks(task, slot, shape, insert=False)
-            with self._watchdog.watch(target):
-                loaded, sent = load_through_pipe(
-                    target,
-                    lambda path: mysql.load_data(copy, shape.columns, database=self.staging, path=path),
-                    chunks,
-                    doing=f"loading {copy.target}",
-                    task=task,
-                )
-        finally:
-            if copy.unique_checks:
-                target.execute("SET SESSION unique_checks = 0")
+        if self.transport == "insert":
+            return self._insert(task, slot, target, shape)
+        chunks = self._chunks(task, slot, shape, insert=False)
+        with self._watchdog.watch(target):
+            loaded, sent = load_through_pipe(
+                target,
+                lambda path: mysql.load_data(copy, shape.columns, database=self.staging, path=path),
+                chunks,
+                doing=f"loading {copy.target}",
+                task=task,
+            )
         if self._stop.is_set():
             raise _StoppedError("stopped: another table failed")
         _check_warnings(target, copy)
@@ -796,6 +806,9 @@ def _as_bytes(value: object) -> bytes:
     return str(value).encode()
 
 
+_COLLISION = "masked values collide in a unique index: make the mask unique (e.g. include the key)"
+
+
 def _check_warnings(target: Connection, copy: TableCopy) -> None:
     """LOAD DATA LOCAL turns errors into warnings (it cannot stop the client mid-file): any
     warning means a value did not arrive as it was, so the table fails instead."""
@@ -804,11 +817,7 @@ def _check_warnings(target: Connection, copy: TableCopy) -> None:
     if problems:
         level, code, message = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        hint = (
-            "masked values collide in a unique index: make the mask unique (e.g. include the key)"
-            if code == 1062
-            else None
-        )
+        hint = _COLLISION if code == 1062 else None
         raise CloneError(
             f"{copy.target}: the target changed a value while loading it: {level} {code}: {message}{more}",
             table=copy.target,
