@@ -16,7 +16,7 @@ from moenv.models.manifest import check_name
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 CONFIG_NAMES = ("moenv.yaml", "moenv.yml")
-_KEYS = {"servers", "ledger", "salt", "lock_timeout", "quotas"}
+_KEYS = {"servers", "ledger", "salt", "lock_timeout", "quotas", "retries"}
 
 
 def _expand(text: str, env: Mapping[str, str], path: Path, what: str) -> str:
@@ -86,7 +86,10 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
     except ValueError as exc:
         raise ConfigError(Problem(f"ledger database: {exc}", path)) from exc
     quotas = _quotas(data.get("quotas") if path is not None else None, path, set(servers))
-    return Config(servers=servers, ledger_database=ledger, salt=salt, lock_timeout=lock_timeout, quotas=quotas)
+    retries = _count(data["retries"], path, "retries") if "retries" in data else 3
+    return Config(
+        servers=servers, ledger_database=ledger, salt=salt, lock_timeout=lock_timeout, quotas=quotas, retries=retries
+    )
 
 
 def _count(value: object, path: Path | None, field: str) -> int:
