@@ -27,7 +27,7 @@ from moenv.models.desired import Desired
 from moenv.models.ledger import LedgerRecord, staging_database
 from moenv.models.plan import Blocked, Create, Delete, Live, Plan, PlanOptions, Rebuild, Step, Update
 from moenv.planner import build_plan
-from moenv.planner.build import build_steps
+from moenv.planner.build import build_steps, refresh_steps
 from moenv.planner.render import render_json, render_text
 
 OPTIONS = PlanOptions()
@@ -569,3 +569,14 @@ def test_render_text_lists_steps_on_request() -> None:
 
     assert "    steps:\n      1. ledger_begin: mark dev building" in text
     assert "      3. create_table users: from SHOW CREATE TABLE users" in text
+
+
+def test_an_incremental_refresh_across_servers_is_a_full_rebuild() -> None:
+    """In-place upserts read the source from the target's server: impossible across servers."""
+    fields: dict[str, Any] = {"refresh": {"every": "1h", "mode": "incremental", "fallback": "full"}}
+    same = desired(**fields)
+    across = desired(target={"server": "other", "database": "dev_db"}, **fields)
+    rec = record(applied=same).model_copy(update={"watermarks": {t.source: "1" for t in same.tables}})
+
+    assert [s.kind for s in refresh_steps(same, rec)] == ["ledger_begin", "refresh_incremental", "ledger_commit"]
+    assert refresh_steps(across, rec) == build_steps(across, rebuild=True)

@@ -82,6 +82,8 @@ def refresh_steps(desired: Desired, record: LedgerRecord, *, full: bool = False)
     marked = [t for t in desired.tables if t.watermark]
     if full or refresh is None or refresh.mode != "incremental" or desired.manifest.spec.data != "full":
         return build_steps(desired, rebuild=True)
+    if desired.source.server != desired.target.server:
+        return build_steps(desired, rebuild=True)  # in-place upserts read the source from the target server
     if any(t.source not in record.watermarks for t in marked):
         return build_steps(desired, rebuild=True)  # the first refresh after a copy without watermarks
     by_mark = ", ".join(f"{t.target} (by {t.watermark})" for t in marked) or "none"
