@@ -521,6 +521,13 @@ def stream_bound(
     )
 
 
+def _row_conditions(
+    copy: TableCopy, key: Sequence[str], after: Sequence[str] | None, up_to: Sequence[str] | None
+) -> list[str]:
+    """The key range (with `where`) of a chunk; without a key, `where` alone."""
+    return _range(copy, key, after, up_to) if key else ([copy.where] if copy.where else [])
+
+
 def _range(copy: TableCopy, key: Sequence[str], after: Sequence[str] | None, up_to: Sequence[str] | None) -> list[str]:
     conditions = [key_after(key, after)] if after else []
     if up_to:
@@ -562,7 +569,7 @@ def stream_rows(
     """One line per row: for tables without a primary key (read unbuffered) and for a chunk whose
     GROUP_CONCAT was cut."""
     return f"SELECT {stream_line(copy, columns)}" + _stream_from(
-        copy, source_database, _range(copy, key, after, up_to) if key else ([copy.where] if copy.where else [])
+        copy, source_database, _row_conditions(copy, key, after, up_to)
     )
 
 
@@ -664,7 +671,7 @@ def insert_rows(
 ) -> str:
     """One VALUES tuple per row (tables without a primary key, chunks cut short)."""
     return f"SELECT {_insert_tuple(copy, columns)}" + _stream_from(
-        copy, source_database, _range(copy, key, after, up_to) if key else ([copy.where] if copy.where else [])
+        copy, source_database, _row_conditions(copy, key, after, up_to)
     )
 
 
