@@ -30,6 +30,7 @@ from typing import Any
 
 import pymysql
 import yaml
+from tests.support.dialect import for_engine, rows_digest
 from tests.support.mariadb import Sandbox, connect
 
 from moenv.engines.mysql import lock_name
@@ -343,18 +344,23 @@ def database_exists(box: Probe, db: str) -> bool:
     return bool(box.query("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (db,)))
 
 
-def checksums(box: Probe, db: str) -> dict[str, int | None]:
-    """CHECKSUM TABLE of every base table of `db` (tables without generated columns: deterministic)."""
+def checksums(box: Probe, db: str, engine: str = "mariadb") -> dict[str, int | str | None]:
+    """CHECKSUM TABLE of every base table of `db` (tables without generated columns: deterministic).
+
+    MatrixOne has no CHECKSUM TABLE: there each table's rows are read back and digested.
+    """
     tables = base_tables(box, db)
     if not tables:
         return {}
+    if engine == "matrixone":
+        return {t: rows_digest(box.query(f"SELECT * FROM {q(db)}.{q(t)}")) for t in tables}
     rows = box.query("CHECKSUM TABLE " + ", ".join(f"{q(db)}.{q(t)}" for t in tables))
     return {str(name).split(".", 1)[1]: (int(value) if value is not None else None) for name, value in rows}
 
 
-def content(box: Probe, db: str) -> dict[str, Any]:
+def content(box: Probe, db: str, engine: str = "mariadb") -> dict[str, Any]:
     """What a reader of `db` sees: its base tables with checksums and row counts, and its views."""
-    sums = checksums(box, db)
+    sums = checksums(box, db, engine)
     counts = {t: int(box.query(f"SELECT COUNT(*) FROM {q(db)}.{q(t)}")[0][0]) for t in sums}
     return {"tables": {t: (sums[t], counts[t]) for t in sums}, "views": views(box, db)}
 
@@ -459,7 +465,7 @@ class Bench:
 
     def build_source(self) -> str:
         for statement in tiny_source(self.source):
-            self.probe.execute(statement)
+            self.probe.execute(for_engine(statement, self.box.engine))
         return self.source
 
     def manifest(
@@ -477,7 +483,7 @@ class Bench:
         return fork_cli(args, url=url or self.url, ledger=self.ledger, cwd=self.directory, extra_env=extra_env)
 
     def content(self, db: str) -> dict[str, Any]:
-        return content(self.probe, db)
+        return content(self.probe, db, self.box.engine)
 
     def exists(self, db: str) -> bool:
         return database_exists(self.probe, db)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pymysql
 import yaml
+from tests.support.dialect import for_engine, rows_digest
 from tests.support.mariadb import Sandbox
 
 from moenv.models.config import Config, Server
@@ -236,6 +237,10 @@ class World:
         with self._cursor() as cursor:
             return int(cursor.execute(sql, args))
 
+    def run(self, statement: str) -> int:
+        """A fixture statement written in MariaDB's SQL, rewritten for this sandbox's engine and run."""
+        return self.execute(for_engine(statement, self.engine))
+
     def close(self) -> None:
         if self._connection is not None and self._connection.open:
             self._connection.close()
@@ -246,6 +251,11 @@ class World:
     @property
     def prefix(self) -> str:
         return self.sandbox.prefix
+
+    @property
+    def engine(self) -> str:
+        """`mariadb` or `matrixone`: which server this world's sandbox is on."""
+        return self.sandbox.engine
 
     @property
     def source(self) -> str:
@@ -273,8 +283,9 @@ class World:
     def build_source(self, database: str | None = None) -> str:
         db = database or self.source
         for statement in source_statements(db):
-            self.execute(statement)
-        self.execute(f"ANALYZE TABLE {', '.join(f'{q(db)}.{q(t)}' for t in BASE_TABLES)}")
+            self.run(statement)
+        if self.engine == "mariadb":
+            self.execute(f"ANALYZE TABLE {', '.join(f'{q(db)}.{q(t)}' for t in BASE_TABLES)}")
         return db
 
     def manifest(
@@ -314,10 +325,13 @@ class World:
         (VIRTUAL or STORED, next to a nullable column): the same unchanged table gives another
         value after FLUSH TABLES, and two identical copies differ. Those tables are compared by a
         digest of their values instead (strings as bytes, floats widened to DOUBLE: bit-exact).
+        MatrixOne has no CHECKSUM TABLE: there every table gets a digest of its rows read back here.
         """
         tables = self.base_tables(db)
         if not tables:
             return {}
+        if self.engine == "matrixone":
+            return {table: self.row_digest(db, table) for table in tables}
         columns: dict[str, list[str]] = {}
         generated: set[str] = set()
         for table, column, data_type, extra in self.query(
@@ -342,6 +356,10 @@ class World:
             found[table] = f"{count}:{digest}"
         return found
 
+    def row_digest(self, db: str, table: str) -> str:
+        """`count:sha256` of every row of a table, read back in a canonical order (any engine)."""
+        return rows_digest(self.query(f"SELECT * FROM {q(db)}.{q(table)}"))
+
     def row_counts(self, db: str) -> dict[str, int]:
         return {t: int(self.query(f"SELECT COUNT(*) FROM {q(db)}.{q(t)}")[0][0]) for t in self.base_tables(db)}
 
@@ -354,14 +372,34 @@ class World:
         return dict(rows)
 
     def table_ids(self, db: str) -> dict[str, int]:
-        """InnoDB's internal id of every table: it changes whenever a table is re-created (or swapped)."""
+        """The server's internal id of every table: it changes whenever a table is re-created (or swapped).
+
+        MariaDB: InnoDB's table id; MatrixOne: mo_tables.rel_id of the account's tables.
+        """
+        if self.engine == "matrixone":
+            found = self.query(
+                "SELECT relname, rel_id FROM mo_catalog.mo_tables WHERE reldatabase = %s AND relkind = 'r'"
+                " AND account_id = current_account_id() AND relname NOT LIKE '\\_\\_mo\\_%%'",
+                (db,),
+            )
+            return {str(name): int(table_id) for name, table_id in found}
         rows = self.query(
             "SELECT NAME, TABLE_ID FROM information_schema.INNODB_SYS_TABLES WHERE NAME LIKE %s", (db + "/%",)
         )
         return {str(name).split("/", 1)[1]: int(table_id) for name, table_id in rows}
 
     def foreign_keys(self, db: str) -> set[tuple[str, str, str, str]]:
-        """(table, constraint, referenced schema, referenced table) of every foreign key in `db`."""
+        """(table, constraint, referenced schema, referenced table) of every foreign key in `db`.
+
+        MatrixOne's KEY_COLUMN_USAGE is an empty stub on released versions: mo_foreign_keys there.
+        """
+        if self.engine == "matrixone":
+            found = self.query(
+                "SELECT DISTINCT table_name, constraint_name, refer_db_name, refer_table_name"
+                " FROM mo_catalog.mo_foreign_keys WHERE db_name = %s",
+                (db,),
+            )
+            return {(str(a), str(b), str(c), str(d)) for a, b, c, d in found}
         rows = self.query(
             "SELECT DISTINCT TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME"
             " FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s AND REFERENCED_TABLE_NAME IS NOT NULL",

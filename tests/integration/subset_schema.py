@@ -174,8 +174,8 @@ def subset_statements(db: str) -> list[str]:
 def build_subset_source(world: World) -> str:
     db = world.source
     for statement in subset_statements(db):
-        world.execute(statement)
-    world.execute(f"ANALYZE TABLE {', '.join(f'{q(db)}.{q(t)}' for t in BASE_TABLES)}")
+        world.run(statement)
+    world.run(f"ANALYZE TABLE {', '.join(f'{q(db)}.{q(t)}' for t in BASE_TABLES)}")
     return db
 
 
@@ -213,14 +213,24 @@ def multiset(values: list[tuple[Any, ...]]) -> Counter[tuple[Any, ...]]:
 
 
 def target_foreign_keys(world: World, db: str) -> dict[str, tuple[str, tuple[str, ...], str, str, tuple[str, ...]]]:
-    """constraint → (child, columns, parent schema, parent, referenced columns) of every FK in `db`."""
-    found = world.query(
-        "SELECT CONSTRAINT_NAME, TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME,"
-        " REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE"
-        " WHERE TABLE_SCHEMA = %s AND REFERENCED_TABLE_NAME IS NOT NULL"
-        " ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION",
-        (db,),
-    )
+    """constraint → (child, columns, parent schema, parent, referenced columns) of every FK in `db`.
+
+    MatrixOne's KEY_COLUMN_USAGE is an empty stub on released versions: mo_foreign_keys there.
+    """
+    if world.engine == "matrixone":
+        found = world.query(
+            "SELECT constraint_name, table_name, column_name, refer_db_name, refer_table_name, refer_column_name"
+            " FROM mo_catalog.mo_foreign_keys WHERE db_name = %s ORDER BY constraint_name, column_id",
+            (db,),
+        )
+    else:
+        found = world.query(
+                "SELECT CONSTRAINT_NAME, TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME,"
+            " REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE"
+            " WHERE TABLE_SCHEMA = %s AND REFERENCED_TABLE_NAME IS NOT NULL"
+            " ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION",
+            (db,),
+        )
     fks: dict[str, tuple[str, tuple[str, ...], str, str, tuple[str, ...]]] = {}
     for name, table, column, ref_schema, ref_table, ref_column in found:
         child, cols, schema, parent, refs = fks.get(str(name), (str(table), (), str(ref_schema), str(ref_table), ()))

@@ -234,6 +234,7 @@ def _closed_port() -> int:
     return port
 
 
+@pytest.mark.mariadb_only("creates a MariaDB user@host with GRANT ALL ON *.*")
 def test_a_password_in_moenv_url_never_appears_in_output(world: World, password_url: tuple[str, str]) -> None:
     url, password = password_url
     env = world.env("dev")

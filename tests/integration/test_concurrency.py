@@ -41,6 +41,10 @@ from moenv import api
 from moenv.engines.mysql import lock_name
 from moenv.models.config import Config, Server
 
+pytestmark = pytest.mark.mariadb_only(
+    "waits on GET_LOCK through MariaDB's PROCESSLIST; the race is made certain with MariaDB's locks"
+)
+
 ROWS = 20_000
 # What a process that lost the race may say (exit 1); anything else is a failure.
 CLEAR_LOSER_MESSAGES = ("is locked by", "was changed by another moenv run")

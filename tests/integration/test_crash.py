@@ -37,6 +37,10 @@ from tests.reliability_support import (
 )
 from tests.support.mariadb import Sandbox
 
+pytestmark = pytest.mark.mariadb_only(
+    "crash sweeps count MariaDB's statements and assert its create-with-views window; IS_USED_LOCK probes"
+)
+
 # Reported by the sweeps, read by test_crash_points_were_counted (and printed with -s).
 CRASH_POINTS: dict[str, int] = {}
 

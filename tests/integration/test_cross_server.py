@@ -23,6 +23,10 @@ from moenv import api
 from moenv.models.config import Config, Server
 from moenv.models.plan import Create
 
+pytestmark = pytest.mark.mariadb_only(
+    "LOAD DATA LOCAL between two MariaDB servers, BACKUP STAGE snapshots, KILL of a MariaDB session"
+)
+
 SALT = "cross-server-test-salt"
 
 

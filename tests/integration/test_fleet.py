@@ -46,7 +46,7 @@ def build_source(world: World, database: str) -> None:
         f"ANALYZE TABLE {d}.customers, {d}.orders, {d}.notes",
     ]
     for statement in statements:
-        world.execute(statement)
+        world.run(statement)
 
 
 @dataclass

@@ -147,6 +147,7 @@ def test_prune_and_gc_delete_only_what_the_ledger_owns(bench: Bench) -> None:
         bench.probe.execute(f"DROP DATABASE IF EXISTS {q(lookalike)}")
 
 
+@pytest.mark.mariadb_only("a read-only session is MariaDB/MySQL's SET SESSION TRANSACTION READ ONLY")
 def test_source_sessions_are_read_only_at_the_server(bench: Bench) -> None:
     before = bench.content(bench.source)
     s = q(bench.source)
@@ -167,6 +168,7 @@ def test_source_sessions_are_read_only_at_the_server(bench: Bench) -> None:
     assert bench.content(bench.source) == before
 
 
+@pytest.mark.mariadb_only("MariaDB users and grants (user@host); MatrixOne's accounts and roles differ")
 def test_a_whole_lifecycle_needs_no_write_privilege_on_the_source(bench: Bench) -> None:
     """A user that may only read the source (and owns the target, the ledger and moenv's work
     databases) creates, refreshes and destroys an environment: moenv never needs to write a source."""

@@ -58,6 +58,7 @@ def everything_in_the_ledger(bench: Bench) -> str:
     return "\n".join(repr(row) for table in tables for row in ledger_rows(bench.probe, bench.ledger, table))
 
 
+@pytest.mark.mariadb_only("creates a MariaDB user@host with GRANT ALL ON *.*")
 def test_passwords_and_the_salt_appear_nowhere(bench: Bench) -> None:
     core = secrets.token_hex(10)
     password = f"Pw:{core}@/%?#"  # characters a URL must encode, so both spellings are searched

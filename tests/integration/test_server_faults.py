@@ -39,6 +39,10 @@ from tests.support.mariadb import PrivateMariaDB, Sandbox, open_sandbox
 
 from moenv.models.ledger import staging_database
 
+pytestmark = pytest.mark.mariadb_only(
+    "restarts, kills and misconfigures a private MariaDB server"
+)
+
 BIG_ROWS = 300_000
 
 

@@ -13,6 +13,10 @@ import pymysql
 import pytest
 from tests.support.mariadb import PrivateMariaDB, Sandbox, connect
 
+pytestmark = pytest.mark.mariadb_only(
+    "tests the private MariaDB launcher and the sandbox fixtures themselves"
+)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

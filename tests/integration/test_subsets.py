@@ -650,9 +650,9 @@ REFUSALS: list[tuple[str, dict[str, Any], str, set[str], str]] = [
 
 @pytest.mark.parametrize(("spec", "needle", "fields", "word"), [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
 def test_bad_rules_are_refused_with_file_and_line_before_anything_is_written(
-    world: World, request: pytest.FixtureRequest, spec: dict[str, Any], needle: str, fields: set[str], word: str
+    world: World, spec: dict[str, Any], needle: str, fields: set[str], word: str
 ) -> None:
-    name = request.node.callspec.id
+    name = next(r[0] for r in REFUSALS if r[1] == spec)
     path = world.manifest(name, file=f"{name}.yaml", **spec)
     with pytest.raises(ManifestError) as refused:
         make_plan(world, path)

@@ -35,6 +35,9 @@ from typing import IO, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import pymysql
+from tests.support.dialect import engine_of
+
+from moenv.engines import matrixone as mo
 
 __all__ = [
     "MariaDBStartError",
@@ -354,6 +357,7 @@ class Sandbox:
 
     url: str
     token: str
+    engine: str = "mariadb"
 
     @property
     def prefix(self) -> str:
@@ -389,6 +393,12 @@ class Sandbox:
         return sorted(name for (name,) in self.query("SHOW DATABASES") if self.token in name)
 
     def drop_all(self) -> None:
+        """Drop the sandbox's databases (and, on MatrixOne, the snapshots of its ledger)."""
+        if self.engine == "matrixone":
+            prefix = mo.snapshot_prefix(self.ledger)
+            for (name,) in self.query("SELECT sname FROM mo_catalog.mo_snapshots"):
+                if str(name).startswith(prefix):
+                    self.execute(f"DROP SNAPSHOT IF EXISTS {name}")
         for name in self.databases():
             self.execute(f"DROP DATABASE IF EXISTS `{name.replace('`', '``')}`")
 
@@ -403,10 +413,12 @@ def open_sandbox(url: str) -> Sandbox:
         with connection.cursor() as cursor:
             cursor.execute("SHOW DATABASES")
             existing = [str(name) for (name,) in cursor.fetchall()]
+            cursor.execute("SELECT version()")
+            (version,) = cursor.fetchone() or ("",)
     finally:
         connection.close()
     while True:
         token = "t" + secrets.token_hex(3)
         if token not in _tokens_used and not any(token in name for name in existing):
             _tokens_used.add(token)
-            return Sandbox(url, token)
+            return Sandbox(url, token, engine_of(str(version)))
