@@ -18,10 +18,8 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
-from tests.support.dialect import ENGINES
-from tests.support.mariadb import PrivateMariaDB, Sandbox, connect, open_sandbox
-
-from moenv.engines import matrixone as mo
+from tests.support.dialect import ENGINES, MATRIXONE_NOT_RUN, MATRIXONE_URL_ENV, matrixone_url
+from tests.support.mariadb import PrivateMariaDB, Sandbox, open_sandbox
 
 __all__ = ["Sandbox"]
 
@@ -29,11 +27,6 @@ settings.register_profile("ci", deadline=None, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
-MATRIXONE_URL_ENV = "MOENV_TEST_MATRIXONE_URL"
-MATRIXONE_NOT_RUN = (
-    f"MatrixOne run not run: set {MATRIXONE_URL_ENV} (e.g. mysql://root:111@127.0.0.1:6001/) "
-    "to run the integration suite against a MatrixOne server"
-)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -123,32 +116,9 @@ def server_url(engine: str, request: pytest.FixtureRequest) -> str:
     """The URL of the server for `engine`: the session's MariaDB, or MOENV_TEST_MATRIXONE_URL."""
     if engine == "mariadb":
         return str(request.getfixturevalue("mariadb_url"))
-    url = os.environ.get(MATRIXONE_URL_ENV)
-    if not url:
-        pytest.skip(MATRIXONE_NOT_RUN)
-    return _checked_matrixone(url)
+    return matrixone_url()
 
 
-_matrixone_checked: dict[str, str] = {}
-
-
-def _checked_matrixone(url: str) -> str:
-    """url, once its server answered as a MatrixOne that moenv supports; a clear failure otherwise."""
-    if url not in _matrixone_checked:
-        connection = connect(url)
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT version()")
-                (version,) = cursor.fetchone() or ("",)
-        finally:
-            connection.close()
-        _matrixone_checked[url] = str(version)
-    version = _matrixone_checked[url]
-    if mo.parse_version(version) is None:
-        pytest.fail(f"{MATRIXONE_URL_ENV} does not point at MatrixOne: the server says version {version!r}")
-    if not mo.Capabilities.from_text(version).supported:
-        pytest.skip(f"MatrixOne run not run: moenv needs MatrixOne >= 3.0.0, this server runs {version}")
-    return url
 
 
 @pytest.fixture

@@ -1,28 +1,26 @@
 """moenv.manifest.fragments on a real server: every helper's SQL, compiled where fragments, and
 that re-emitting a fragment does not change what it computes.
 
-The server is MOENV_TEST_URL, else root@127.0.0.1:3306; the module is skipped when it cannot
-be reached. Everything lives in a private database frag_<random>, dropped afterwards.
+Runs once per engine: on the session's MariaDB (MOENV_TEST_URL, else a private server), then on
+MOENV_TEST_MATRIXONE_URL (reported as not run without it): the masks a manifest writes must
+compute the same on both. Everything lives in a private database frag_<random>, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
 
 import pymysql
 import pytest
+from tests.support.dialect import ENGINES, matrixone_url
 from tests.support.mariadb import connect
 
 from moenv.manifest.fragments import SET_SALT_SQL, parse_fragment, to_sql
-
-URL = os.environ.get("MOENV_TEST_URL") or "mysql://root@127.0.0.1:3306/"
 
 Connection: TypeAlias = "pymysql.connections.Connection[Any]"
 
@@ -37,13 +35,11 @@ VALUES: list[tuple[int, str | None, int | None, date | None, datetime | None, st
 ]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Connection]:
-    parts = urlsplit(URL)
-    try:
-        connection = connect(URL)
-    except (pymysql.MySQLError, OSError) as exc:
-        pytest.skip(f"no MySQL/MariaDB server at {parts.hostname}:{parts.port or 3306} ({exc}); set MOENV_TEST_URL")
+@pytest.fixture(scope="module", params=ENGINES)
+def server(request: pytest.FixtureRequest) -> Iterator[Connection]:
+    """A connection to the session's MariaDB, then (as [matrixone]) to MOENV_TEST_MATRIXONE_URL."""
+    url = str(request.getfixturevalue("mariadb_url")) if request.param == "mariadb" else matrixone_url()
+    connection = connect(url)
     try:
         yield connection
     finally:

@@ -23,13 +23,31 @@ pins each rewrite as exact text.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["ENGINES", "engine_of", "for_engine", "rows_digest"]
+import pytest
+
+from moenv.engines import matrixone as mo
+
+__all__ = [
+    "ENGINES",
+    "MATRIXONE_NOT_RUN",
+    "MATRIXONE_URL_ENV",
+    "engine_of",
+    "for_engine",
+    "matrixone_url",
+    "rows_digest",
+]
 
 ENGINES: tuple[str, ...] = ("mariadb", "matrixone")
+MATRIXONE_URL_ENV = "MOENV_TEST_MATRIXONE_URL"
+MATRIXONE_NOT_RUN = (
+    f"MatrixOne run not run: set {MATRIXONE_URL_ENV} (e.g. mysql://root:111@127.0.0.1:6001/) "
+    "to run the integration suite against a MatrixOne server"
+)
 
 _SEQ = re.compile(
     r"(?:`[^`]+`|\w+)\.seq_1_to_(\d+)"
@@ -45,6 +63,37 @@ _GENERATED_KIND = re.compile(r"\s*(?:VIRTUAL|STORED|PERSISTENT)\b", re.IGNORECAS
 _CHECK = re.compile(r",\s*(?:CONSTRAINT\s+\w+\s+)?CHECK\s*\(", re.IGNORECASE)
 _ANALYZE = re.compile(r"\s*ANALYZE\s+TABLE\b", re.IGNORECASE)
 _TABLE_OPTIONS = re.compile(r"\s*\bENGINE\s*=\s*\w+|\s*\bCOLLATE\s*=?\s*\w+", re.IGNORECASE)
+
+
+_matrixone_versions: dict[str, str] = {}
+
+
+def matrixone_url() -> str:
+    """MOENV_TEST_MATRIXONE_URL once its server answered as a MatrixOne moenv supports.
+
+    Not set: the test is skipped as not run. Not MatrixOne: the test fails (a wrong URL must not
+    pass as a skip). Older than 3.0.0: skipped with the version.
+    """
+    url = os.environ.get(MATRIXONE_URL_ENV)
+    if not url:
+        pytest.skip(MATRIXONE_NOT_RUN)
+    if url not in _matrixone_versions:
+        from tests.support.mariadb import connect
+
+        connection = connect(url)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT version()")
+                (version,) = cursor.fetchone() or ("",)
+        finally:
+            connection.close()
+        _matrixone_versions[url] = str(version)
+    version = _matrixone_versions[url]
+    if mo.parse_version(version) is None:
+        pytest.fail(f"{MATRIXONE_URL_ENV} does not point at MatrixOne: the server says version {version!r}")
+    if not mo.Capabilities.from_text(version).supported:
+        pytest.skip(f"MatrixOne run not run: moenv needs MatrixOne >= 3.0.0, this server runs {version}")
+    return url
 
 
 def engine_of(version: str) -> str:
