@@ -28,10 +28,11 @@ from moenv.models.config import Config
 from moenv.models.desired import Desired
 from moenv.models.ledger import Event, LedgerRecord
 from moenv.models.manifest import EnvironmentSpec
-from moenv.models.plan import Delete, Live, Plan, PlanOptions, Refresh, ServerLive, TableContent
+from moenv.models.plan import Blocked, Delete, Live, Plan, PlanOptions, Refresh, ServerLive, TableContent
 from moenv.planner import build_plan
 from moenv.planner.build import delete_steps, refresh_steps
 from moenv.planner.gc import build_gc_plan
+from moenv.planner.policy import error_reasons
 from moenv.resolve import resolve_environment
 from moenv.resolve.estimate import count_statements, with_counts
 
@@ -64,12 +65,22 @@ def read_source_catalogs(manifests: Sequence[LoadedManifest], config: Config) ->
 
 def resolve(manifests: Sequence[LoadedManifest], config: Config) -> dict[str, Desired]:
     """Every environment resolved against its source catalog; all problems reported together."""
+    desired, _ = _resolve(manifests, config, keep_going=False)
+    return desired
+
+
+def _resolve(
+    manifests: Sequence[LoadedManifest], config: Config, *, keep_going: bool
+) -> tuple[dict[str, Desired], list[Blocked]]:
+    """resolve(); with keep_going, an environment whose rules do not fit its source is left out and
+    returned as an error instead of failing the others."""
     for manifest in manifests:
         config.server(manifest.spec.spec.source.server)
         config.server(manifest.spec.spec.target_server)
     catalogs = read_source_catalogs(manifests, config)
     desired: dict[str, Desired] = {}
     problems: list[Problem] = []
+    errors: list[Blocked] = []
     for manifest in manifests:
         source = manifest.spec.spec.source
         try:
@@ -77,7 +88,10 @@ def resolve(manifests: Sequence[LoadedManifest], config: Config) -> dict[str, De
                 manifest.spec, catalogs[(source.server, source.database)], problem=manifest.problem
             )
         except ManifestError as exc:
-            problems += exc.problems
+            if keep_going:
+                errors.append(Blocked(environment=manifest.name, op="plan", reasons=error_reasons(exc)))
+            else:
+                problems += exc.problems
     if problems:
         raise ManifestError(problems)
     desired = count_rows(desired, config)
@@ -87,7 +101,7 @@ def resolve(manifests: Sequence[LoadedManifest], config: Config) -> dict[str, De
             Problem(f"{', '.join(salted)}: masks use moenv.* helpers, which need a salt"),
             hint="set MOENV_SALT (or `salt:` in moenv.yaml); the salt never comes from a manifest",
         )
-    return desired
+    return desired, errors
 
 
 def count_rows(desired: Mapping[str, Desired], config: Config) -> dict[str, Desired]:
@@ -153,7 +167,7 @@ def plan_manifests(
     selector = opts.selector
     names = {m.name for m in manifests}
     chosen = [m for m in manifests if selector.matches(m.name, m.spec.metadata.labels)]
-    desired = resolve(chosen, config)
+    desired, errors = _resolve(chosen, config, keep_going=opts.keep_going)
     live = read_live(config, desired, all_servers=opts.prune or bool(opts.quotas.servers))
     unknown = sorted(selector.only - names - ({r.name for r in live.records()} if opts.prune else set()))
     if unknown:
@@ -164,7 +178,10 @@ def plan_manifests(
         )
     if any(d.manifest.spec.verify.content for d in desired.values()):
         live = replace(live, content=read_content(config, desired, live))
-    return build_plan(desired, live, now=now or datetime.now(UTC), options=opts, declared=frozenset(names))
+    planned = build_plan(desired, live, now=now or datetime.now(UTC), options=opts, declared=frozenset(names))
+    if not errors:
+        return planned
+    return planned.model_copy(update={"errors": tuple(sorted((*planned.errors, *errors), key=lambda e: e.environment))})
 
 
 def apply(
@@ -175,9 +192,13 @@ def apply(
     clock: Clock = utc_now,
     check_revisions: bool = True,
     parallel: int = 1,
+    jobs: int = 1,
 ) -> ApplyResult:
-    """Apply a plan; `parallel` tables at once where the target is on another server than the source."""
-    return apply_plan(plan_, config, reporter=reporter, clock=clock, check_revisions=check_revisions, parallel=parallel)
+    """Apply a plan: `jobs` environments at once; `parallel` tables at once where the target is on
+    another server than the source."""
+    return apply_plan(
+        plan_, config, reporter=reporter, clock=clock, check_revisions=check_revisions, parallel=parallel, jobs=jobs
+    )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ environment names carry the sandbox token, so locks and staging databases never 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from moenv.executor.apply import check_fresh
 from moenv.live.connection import statement_count
 from moenv.manifest.config import load_config
 from moenv.models.config import Config, Quotas, Server, ServerQuota
-from moenv.models.plan import Create, Plan, PlanOptions, Selector
+from moenv.models.plan import Action, Create, Plan, PlanOptions, Selector, Step
 
 CUSTOMERS = 40
 ORDERS = 120
@@ -469,3 +471,197 @@ def test_a_converged_apply_sends_no_statement(fleet: Fleet) -> None:
     before = statement_count()
     api.apply(converged, config=fleet.config, check_revisions=False)
     assert statement_count() == before
+
+
+# --- environments applied at once (--jobs) --------------------------------------------------------
+
+
+class ConcurrencyReporter:
+    """Counts how many environments are between action_started and action_finished at any one time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active: set[str] = set()
+        self.most = 0
+        self.threads: set[str] = set()
+        self.finished: list[tuple[str, str | None]] = []
+
+    def action_started(self, action: Action) -> None:
+        assert self.lock.acquire(blocking=False), "reports must reach the reporter one at a time"
+        try:
+            self.active.add(action.environment)
+            self.most = max(self.most, len(self.active))
+            self.threads.add(threading.current_thread().name)
+            time.sleep(0.05)  # hold the reporter: a second concurrent call would find it locked
+        finally:
+            self.lock.release()
+
+    def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
+        assert self.lock.acquire(blocking=False), "reports must reach the reporter one at a time"
+        self.lock.release()
+
+    def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
+        with self.lock:
+            self.active.discard(action.environment)
+            self.finished.append((action.environment, error))
+
+
+def test_jobs_apply_environments_at_once_and_each_one_is_whole(fleet: Fleet) -> None:
+    shorts = [f"j{i}" for i in range(6)]
+    for short in shorts:
+        fleet.manifest(short, rules={"customers": {"where": "id <= 30"}})
+    plan = fleet.plan()
+    assert [a.op for a in plan.actions] == ["create"] * 6
+    reporter = ConcurrencyReporter()
+
+    result = api.apply(plan, config=fleet.config, reporter=reporter, jobs=3)
+
+    assert result.ok, result.failed
+    assert [r.environment for r in result.results] == [a.environment for a in plan.actions]  # the plan's order
+    assert reporter.most >= 2, "no two environments were ever applied at the same time"
+    assert len(reporter.threads) >= 2
+    for short in shorts:
+        target = fleet.target(short)
+        assert fleet.world.row_counts(target) == {"customers": 30, "orders": 90, "notes": NOTES}
+        [(orphans,)] = fleet.world.query(
+            f"SELECT COUNT(*) FROM {q(target)}.orders o LEFT JOIN {q(target)}.customers c ON c.id = o.customer_id"
+            " WHERE c.id IS NULL"
+        )
+        assert orphans == 0
+    assert fleet.ledger() == {fleet.name(s) for s in shorts}
+    assert all(fleet.world.events(fleet.name(s)) == [("create", "started"), ("create", "succeeded")] for s in shorts)
+    assert fleet.world.work_databases() == []
+    assert not fleet.plan().has_changes  # the reconciler invariant holds after a concurrent apply
+
+
+def test_jobs_keep_a_failing_environment_from_stopping_the_others(fleet: Fleet) -> None:
+    for short in ("ok1", "bad", "ok2", "ok3"):
+        fleet.manifest(short)
+    plan = fleet.plan()
+    fleet.world.execute(f"CREATE DATABASE {q(fleet.target('bad'))}")  # made by hand after the plan
+
+    result = api.apply(plan, config=fleet.config, jobs=4)
+
+    assert {r.environment: r.ok for r in result.results} == {
+        fleet.name("ok1"): True,
+        fleet.name("bad"): False,
+        fleet.name("ok2"): True,
+        fleet.name("ok3"): True,
+    }
+    [failure] = result.failed
+    assert "not managed by moenv" in (failure.error or "")
+    assert fleet.tables("bad") == []  # never touched
+    assert all(fleet.exists(s) for s in ("ok1", "ok2", "ok3"))
+
+
+def test_jobs_on_the_command_line_tag_every_step_line(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("MOENV_URL", "MOENV_LEDGER", "MOENV_SALT"):
+        monkeypatch.delenv(name, raising=False)
+    for short in ("t1", "t2"):
+        fleet.manifest(short)
+    config = str(_write_config(fleet, tmp_path / "moenv.yaml"))
+
+    code, _, err = _cli(["--config", config, "apply", str(fleet.directory), "--yes", "-j", "2"], capsys)
+
+    assert code == 0, err
+    copied = [line for line in err.splitlines() if "copied" in line]
+    tags = tuple(f"  [{fleet.name(s)}] copied " for s in ("t1", "t2"))
+    assert copied and all(line.startswith(tags) for line in copied), err
+    assert fleet.exists("t1") and fleet.exists("t2")
+
+
+# --- --keep-going: one environment in error does not hold the fleet back -------------------------
+
+
+def test_keep_going_plans_and_applies_the_others_and_reports_the_one_in_error(fleet: Fleet) -> None:
+    for short in ("k1", "taken", "k2"):
+        fleet.manifest(short)
+    fleet.world.execute(f"CREATE DATABASE {q(fleet.target('taken'))}")
+    fleet.world.execute(f"CREATE TABLE {q(fleet.target('taken'))}.mine (id INT PRIMARY KEY)")
+    with pytest.raises(ConflictError, match="not managed by moenv"):
+        fleet.plan()  # the default: the first error fails the whole plan
+
+    plan = fleet.plan(keep_going=True)
+
+    assert ops(plan) == {("create", fleet.name("k1")), ("create", fleet.name("k2"))}
+    [error] = plan.errors
+    assert (error.environment, error.op) == (fleet.name("taken"), "plan")
+    assert "not managed by moenv" in error.reasons[0]
+    assert any("--adopt" in r for r in error.reasons[1:])
+    fleet.apply(plan)
+    assert fleet.exists("k1") and fleet.exists("k2")
+    assert fleet.tables("taken") == ["mine"]  # never touched
+    assert fleet.ledger() == {fleet.name("k1"), fleet.name("k2")}
+
+
+def test_keep_going_never_prunes_an_environment_in_error(fleet: Fleet) -> None:
+    fleet.manifest("p1")
+    fleet.manifest("p2")
+    fleet.apply(fleet.plan())
+    fleet.manifest("p2", rules={"customers": {"where": "no_such_column > 1"}})  # now it cannot be resolved
+    fleet.manifest("p3")
+
+    plan = fleet.plan(keep_going=True, prune=True)
+
+    assert ops(plan) == {("create", fleet.name("p3"))}  # p2 is declared: in error, not pruned
+    [error] = plan.errors
+    assert error.environment == fleet.name("p2")
+    assert "no_such_column" in error.reasons[0] and "p2.yaml:" in error.reasons[0]  # file:line kept
+    fleet.apply(plan)
+    assert fleet.exists("p2")
+    assert fleet.ledger() == {fleet.name(s) for s in ("p1", "p2", "p3")}
+
+
+def test_keep_going_holds_back_growth_over_a_quota_but_not_deletes(fleet: Fleet) -> None:
+    for short in ("q1", "q2"):
+        fleet.manifest(short, {"team": "q"})
+    fleet.apply(fleet.plan())
+    (fleet.directory / "q2.yaml").unlink()
+    fleet.manifest("q3", {"team": "q"})
+    fleet.manifest("q4", {"team": "q"})
+    capped = Config(
+        servers=fleet.config.servers,
+        ledger_database=fleet.config.ledger_database,
+        quotas=Quotas(max_environments={"team": 2}),
+    )
+    with pytest.raises(ConflictError, match="quotas"):
+        fleet.plan(capped, prune=True)  # q1, q3, q4 would be three: the whole plan is refused
+
+    plan = fleet.plan(capped, prune=True, keep_going=True)
+
+    assert ops(plan) == {("delete", fleet.name("q2"))}
+    assert {(e.environment, e.op) for e in plan.errors} == {(fleet.name("q3"), "create"), (fleet.name("q4"), "create")}
+    assert all("3 environments labelled team=q, quota 2" in e.reasons[0] for e in plan.errors)
+    fleet.apply(plan, capped)
+    assert not fleet.exists("q2")
+    assert fleet.ledger() == {fleet.name("q1")}
+
+
+def test_keep_going_on_the_command_line_applies_the_rest_and_exits_1(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("MOENV_URL", "MOENV_LEDGER", "MOENV_SALT"):
+        monkeypatch.delenv(name, raising=False)
+    for short in ("c1", "busy"):
+        fleet.manifest(short)
+    fleet.world.execute(f"CREATE DATABASE {q(fleet.target('busy'))}")
+    config = str(_write_config(fleet, tmp_path / "moenv.yaml"))
+    manifests = str(fleet.directory)
+
+    code, out, err = _cli(["--config", config, "plan", manifests, "--keep-going", "--detailed-exitcode"], capsys)
+    assert code == 1, err
+    assert f"✗ {fleet.name('busy')} could not be planned" in out and "1 in error" in out
+    assert f"error: {fleet.name('busy')}: " in err and "not managed by moenv" in err
+
+    code, out, err = _cli(["--config", config, "apply", manifests, "-k", "--yes"], capsys)
+    assert code == 1, err
+    assert "Applied 1 of 1 action(s)." in out
+    assert fleet.exists("c1") and fleet.ledger() == {fleet.name("c1")}
+
+    code, _, err = _cli(["--config", config, "drift", manifests, "-k"], capsys)
+    assert code == 1 and "could not be planned" in err
+
+    code, _, err = _cli(["--config", config, "apply", manifests, "--yes"], capsys)
+    assert code == 1 and "not managed by moenv" in err  # without -k: the whole run stops, as before

@@ -143,6 +143,21 @@ def test_an_existing_unmanaged_target_is_never_touched() -> None:
     assert "--adopt" in caught.value.hint
 
 
+def test_keep_going_reports_the_unmanaged_target_and_plans_the_others() -> None:
+    dev, qa = desired(), desired("qa", target_db="qa_db")
+    live = live_with(databases={"dev_db"})
+
+    plan = build_plan({"dev": dev, "qa": qa}, live, now=NOW, options=PlanOptions(keep_going=True))
+
+    assert [(a.op, a.environment) for a in plan.actions] == [("create", "qa")]
+    [error] = plan.errors
+    assert (error.environment, error.op) == ("dev", "plan")
+    assert "dev_db" in error.reasons[0] and "not managed by moenv" in error.reasons[0]
+    assert error.reasons[1].startswith("hint: ") and "--adopt" in error.reasons[1]
+    with pytest.raises(ConflictError, match="not managed by moenv"):
+        build_plan({"dev": dev, "qa": qa}, live, now=NOW, options=PlanOptions())
+
+
 def test_adopt_takes_over_an_existing_target_with_a_rebuild() -> None:
     want = desired()
 

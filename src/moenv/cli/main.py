@@ -93,11 +93,23 @@ def plan_options(func: F) -> F:
         metavar="KEY=VALUE",
         help="Only environments with this label (KEY!=VALUE: without it); repeatable.",
     )(func)
+    func = click.option(
+        "--keep-going",
+        "-k",
+        is_flag=True,
+        help="Plan (and apply) every environment that can be; report the others as errors and exit 1.",
+    )(func)
     return click.option("--max-deletes", type=click.IntRange(min=0), help="Refuse plans deleting more than N.")(func)
 
 
 def _options(
-    prune: bool, force: bool, adopt: bool, max_deletes: int | None, only: tuple[str, ...], labels: tuple[str, ...]
+    prune: bool,
+    force: bool,
+    adopt: bool,
+    max_deletes: int | None,
+    only: tuple[str, ...],
+    labels: tuple[str, ...],
+    keep_going: bool = False,
 ) -> PlanOptions:
     pairs: list[tuple[str, str]] = []
     excluded: list[tuple[str, str]] = []
@@ -109,7 +121,9 @@ def _options(
             raise click.BadParameter(f"{text!r}: expected KEY=VALUE or KEY!=VALUE", param_hint="--label")
         (excluded if negated else pairs).append((key, value))
     selector = Selector(only=frozenset(only), labels=tuple(pairs), excluded=tuple(excluded))
-    return PlanOptions(prune=prune, force=force, adopt=adopt, max_deletes=max_deletes, selector=selector)
+    return PlanOptions(
+        prune=prune, force=force, adopt=adopt, max_deletes=max_deletes, selector=selector, keep_going=keep_going
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -189,20 +203,34 @@ def plan(
     max_deletes: int | None,
     only: tuple[str, ...],
     labels: tuple[str, ...],
+    keep_going: bool,
     out: Path | None,
     as_json: bool,
     steps: bool,
     detailed_exitcode: bool,
 ) -> None:
     """Show what `moenv apply` would do."""
-    options = _options(prune, force, adopt, max_deletes, only, labels)
+    options = _options(prune, force, adopt, max_deletes, only, labels, keep_going)
     result = _plan(state, paths, load_variables(var_pairs, var_files), options)
     click.echo(render_json(result) if as_json else render_text(result, steps=steps))
     if out is not None:
         out.write_text(render_json(result) + "\n", encoding="utf-8")
         click.echo(f"Saved the plan to {out}; apply it with `moenv apply {out}`.", err=True)
+    _report_errors(result)
     if detailed_exitcode and result.has_changes:
         raise SystemExit(EXIT_PENDING)
+
+
+def _report_errors(plan: Plan) -> None:
+    """Environments --keep-going left out: one line each on stderr, then exit 1."""
+    if not plan.errors:
+        return
+    for error in plan.errors:
+        first = error.reasons[0]
+        named = first if first.startswith(f"{error.environment}:") else f"{error.environment}: {first}"
+        click.echo(f"error: {named}", err=True)
+    click.echo(f"{len(plan.errors)} environment(s) could not be planned (--keep-going): see above.", err=True)
+    raise SystemExit(EXIT_ERROR)
 
 
 def _is_saved_plan(paths: Sequence[Path]) -> bool:
@@ -233,25 +261,29 @@ def _confirm(plan: Plan, yes: bool) -> None:
         raise click.Abort
 
 
-def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool, parallel: int = 1) -> None:
+def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool, parallel: int = 1, jobs: int = 1) -> None:
     if not plan.has_changes:
         click.echo("Nothing to do.")
+        _report_errors(plan)
         return
     _confirm(plan, yes)
     result = api.apply(
         plan,
         config=state.config,
-        reporter=TerminalReporter(),
+        reporter=TerminalReporter(tagged=jobs > 1),
         clock=state.clock,
         check_revisions=check_revisions,
         parallel=parallel,
+        jobs=jobs,
     )
     done = sum(1 for r in result.results if r.ok)
     click.echo(f"Applied {done} of {len(result.results)} action(s).")
     if not result.ok:
         for failure in result.failed:
             click.echo(f"error: {failure.op} {failure.environment}: {failure.error}", err=True)
-        raise SystemExit(EXIT_ERROR)
+        if not plan.errors:
+            raise SystemExit(EXIT_ERROR)
+    _report_errors(plan)
 
 
 @cli.command()
@@ -270,6 +302,14 @@ def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool, parallel
     show_default=True,
     help="Tables copied at once when the target is on another server than the source.",
 )
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Environments applied at once, each under its own lock (a fleet's creates and refreshes).",
+)
 @click.pass_obj
 def apply(
     state: State,
@@ -282,9 +322,11 @@ def apply(
     max_deletes: int | None,
     only: tuple[str, ...],
     labels: tuple[str, ...],
+    keep_going: bool,
     yes: bool,
     lock_timeout: float | None,
     parallel: int,
+    jobs: int,
 ) -> None:
     """Make the servers match the manifests (or apply a saved plan.json exactly)."""
     if lock_timeout is not None:
@@ -292,12 +334,12 @@ def apply(
     if _is_saved_plan(paths):
         saved = _load_plan(paths[0])
         click.echo(render_text(saved))
-        _run(state, saved, yes=yes, check_revisions=True, parallel=parallel)
+        _run(state, saved, yes=yes, check_revisions=True, parallel=parallel, jobs=jobs)
         return
-    options = _options(prune, force, adopt, max_deletes, only, labels)
+    options = _options(prune, force, adopt, max_deletes, only, labels, keep_going)
     result = _plan(state, paths, load_variables(var_pairs, var_files), options)
     click.echo(render_text(result))
-    _run(state, result, yes=yes, check_revisions=False, parallel=parallel)
+    _run(state, result, yes=yes, check_revisions=False, parallel=parallel, jobs=jobs)
 
 
 @cli.command()
@@ -326,13 +368,20 @@ def destroy(state: State, environment: str, yes: bool, force: bool) -> None:
 @cli.command()
 @manifest_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--keep-going", "-k", is_flag=True, help="Check every environment that can be; exit 1 if any cannot.")
 @click.pass_obj
 def drift(
-    state: State, paths: tuple[Path, ...], var_pairs: tuple[str, ...], var_files: tuple[Path, ...], as_json: bool
+    state: State,
+    paths: tuple[Path, ...],
+    var_pairs: tuple[str, ...],
+    var_files: tuple[Path, ...],
+    as_json: bool,
+    keep_going: bool,
 ) -> None:
     """For scheduled jobs: exit 2 when the servers drifted from the manifests (or work is due), 0 when not."""
-    result = _plan(state, paths, load_variables(var_pairs, var_files), PlanOptions())
+    result = _plan(state, paths, load_variables(var_pairs, var_files), PlanOptions(keep_going=keep_going))
     click.echo(render_json(result) if as_json else render_text(result))
+    _report_errors(result)
     if result.has_changes or result.blocked:
         raise SystemExit(EXIT_PENDING)
 

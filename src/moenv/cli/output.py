@@ -22,19 +22,26 @@ def _age(delta_seconds: float) -> str:
 
 
 class TerminalReporter:
-    """One line per finished step on stderr (quiet for bookkeeping steps)."""
+    """One line per finished step on stderr (quiet for bookkeeping steps).
 
-    def __init__(self) -> None:
+    tagged: environments are applied at once, so every step line names its environment.
+    """
+
+    def __init__(self, *, tagged: bool = False) -> None:
         self.stream = sys.stderr
+        self.tagged = tagged
+
+    def _indent(self, action: Action) -> str:
+        return f"  [{action.environment}] " if self.tagged else "  "
 
     def action_started(self, action: Action) -> None:
         click.echo(f"{action.op} {action.environment} …", err=True)
 
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         if step.kind == "copy_rows":
-            click.echo(f"  copied {step.table}: {rows or 0:,} rows in {seconds:.2f}s", err=True)
+            click.echo(f"{self._indent(action)}copied {step.table}: {rows or 0:,} rows in {seconds:.2f}s", err=True)
         elif step.kind in {"swap", "drop_target"}:
-            click.echo(f"  {step.detail} ({seconds:.2f}s)", err=True)
+            click.echo(f"{self._indent(action)}{step.detail} ({seconds:.2f}s)", err=True)
 
     def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
         if error is None:

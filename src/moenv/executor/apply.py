@@ -10,6 +10,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from moenv.executor.ledger import (
     write_record,
 )
 from moenv.executor.locks import environment_lock
-from moenv.executor.report import Reporter, SilentReporter
+from moenv.executor.report import LockedReporter, Reporter, SilentReporter
 from moenv.executor.stream import CrossServerCopy, TableResult
 from moenv.live.catalog import read_databases, read_target_shapes
 from moenv.live.connection import Connection, connect
@@ -87,30 +88,44 @@ def apply_plan(
     clock: Clock = utc_now,
     check_revisions: bool = True,
     parallel: int = 1,
+    jobs: int = 1,
 ) -> ApplyResult:
     """Apply every action; a failing environment is reported and the others still run.
 
     `parallel`: tables copied at once by a cross-server copy (streamed through this process).
+    `jobs`: environments applied at once, each on its own connections and under its own lock
+    (the planner makes actions independent: no target is another environment's source, and no
+    two environments share a target). Results keep the plan's order.
     """
     out = reporter or SilentReporter()
     if check_revisions:
         check_fresh(plan, config)
-    result = ApplyResult()
-    for action in plan.actions:
-        started = time.monotonic()
-        out.action_started(action)
+    if jobs <= 1 or len(plan.actions) <= 1:
+        return ApplyResult([_apply_one(action, plan, config, out, clock, parallel) for action in plan.actions])
+    shared = LockedReporter(out)
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="moenv-apply") as pool:
+        futures = [pool.submit(_apply_one, a, plan, config, shared, clock, parallel) for a in plan.actions]
         try:
-            rows = _apply_action(action, plan, config, out, clock, parallel)
-        except MoenvError as exc:
-            seconds = time.monotonic() - started
-            message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-            out.action_finished(action, error=message, seconds=seconds)
-            result.results.append(ActionResult(action.environment, action.op, False, message, 0, seconds))
-            continue
+            return ApplyResult([future.result() for future in futures])
+        except BaseException:  # Ctrl-C: start nothing more; the running ones finish (or fail) cleanly
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _apply_one(action: Action, plan: Plan, config: Config, out: Reporter, clock: Clock, parallel: int) -> ActionResult:
+    started = time.monotonic()
+    out.action_started(action)
+    try:
+        rows = _apply_action(action, plan, config, out, clock, parallel)
+    except MoenvError as exc:
         seconds = time.monotonic() - started
-        out.action_finished(action, error=None, seconds=seconds)
-        result.results.append(ActionResult(action.environment, action.op, True, None, rows, seconds))
-    return result
+        message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+        out.action_finished(action, error=message, seconds=seconds)
+        return ActionResult(action.environment, action.op, False, message, 0, seconds)
+    seconds = time.monotonic() - started
+    out.action_finished(action, error=None, seconds=seconds)
+    return ActionResult(action.environment, action.op, True, None, rows, seconds)
 
 
 def check_ownership(action: Action, record: LedgerRecord | None, databases: frozenset[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,3 +44,23 @@ class RecordingReporter:
 
     def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
         self.events.append(("finished", action.environment, error))
+
+
+class LockedReporter:
+    """Passes every report on to `inner`, one at a time: environments applied at once share it."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def action_started(self, action: Action) -> None:
+        with self._lock:
+            self.inner.action_started(action)
+
+    def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
+        with self._lock:
+            self.inner.step_finished(action, step, rows=rows, seconds=seconds)
+
+    def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
+        with self._lock:
+            self.inner.action_finished(action, error=error, seconds=seconds)

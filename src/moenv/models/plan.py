@@ -125,6 +125,9 @@ class Plan(BaseModel):
     actions: tuple[Action, ...] = ()
     unchanged: tuple[str, ...] = ()
     blocked: tuple[Blocked, ...] = ()
+    errors: tuple[Blocked, ...] = ()
+    """Environments left out of the plan because they could not be planned (only with --keep-going):
+    each with its error. A plan with errors applies the rest, then reports failure."""
     ledger_revisions: dict[str, int] = Field(default_factory=dict)
     """Revision of each target server's ledger when the plan was made."""
     ledger_database: str = "moenv"
@@ -214,3 +217,7 @@ class PlanOptions:
     max_deletes: int | None = None
     selector: Selector = field(default_factory=Selector)
     quotas: Quotas = field(default_factory=Quotas)
+    keep_going: bool = False
+    """An environment that cannot be planned (its target is not moenv's, its source is gone, it is
+    over budget...) is reported in Plan.errors and the others are planned; without it, the first
+    such error fails the whole plan. A quota exceeded then holds back what would grow, not deletes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from moenv.errors import ConflictError
 from moenv.models.desired import Desired
 from moenv.models.ledger import LedgerRecord, staging_database
 from moenv.models.manifest import CONTENT_FIELDS, parse_duration
@@ -25,12 +26,14 @@ from moenv.models.plan import (
 )
 from moenv.planner.diff import diff_specs
 from moenv.planner.policy import (
+    GROWING,
     check_budget,
     check_deletes,
     check_prune,
     check_quotas,
     check_target_is_free,
     check_target_is_not_a_source,
+    error_reasons,
     protected,
 )
 
@@ -274,10 +277,17 @@ def build_plan(
     actions: list[Action] = []
     unchanged: list[str] = []
     blocked: list[Blocked] = []
+    errors: list[Blocked] = []
     for name, want in sorted(desired.items()):
-        check_target_is_not_a_source(want, desired, live)
-        check_budget(want)
-        outcome = _plan_environment(want, live.record(name), live, now=now, options=options)
+        try:
+            check_target_is_not_a_source(want, desired, live)
+            check_budget(want)
+            outcome = _plan_environment(want, live.record(name), live, now=now, options=options)
+        except ConflictError as exc:
+            if not options.keep_going:
+                raise
+            errors.append(Blocked(environment=name, op="plan", reasons=error_reasons(exc)))
+            continue
         if outcome is None:
             unchanged.append(name)
         elif isinstance(outcome, Blocked):
@@ -302,12 +312,20 @@ def build_plan(
         expire = not options.prune and record.status != "expired"
         actions.append(delete_action(record, why, expire=expire))
     check_deletes(actions, options)
-    check_quotas(actions, desired, live, options)
+    try:
+        check_quotas(actions, desired, live, options)
+    except ConflictError as exc:
+        if not options.keep_going:
+            raise
+        held = [a for a in actions if a.op in GROWING]  # deletes, updates and cleanups still go
+        errors += [Blocked(environment=a.environment, op=a.op, reasons=error_reasons(exc)) for a in held]
+        actions = [a for a in actions if a.op not in GROWING]
     return Plan(
         created_at=now,
         actions=tuple(actions),
         unchanged=tuple(unchanged),
         blocked=tuple(blocked),
+        errors=tuple(sorted(errors, key=lambda e: e.environment)),
         ledger_revisions=live.revisions,
         ledger_database=live.ledger_database,
     )

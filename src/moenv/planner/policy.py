@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from moenv.errors import ConflictError
+from moenv.errors import ConflictError, MoenvError
 from moenv.models.desired import Desired
 from moenv.models.ledger import HOLDING_PREFIX, STAGING_PREFIX, LedgerRecord
 from moenv.models.plan import Action, Delete, Live, PlanOptions
 
 _SYSTEM = {"mysql", "information_schema", "performance_schema", "sys", "mo_catalog", "system", "system_metrics"}
 
+GROWING = frozenset({"create", "rebuild", "refresh"})
+"""The actions a quota can hold back (a quota never blocks a delete)."""
+
+
+def error_reasons(exc: MoenvError) -> tuple[str, ...]:
+    """An error as a plan's reasons: its message, then its hint."""
+    return (exc.message, *((f"hint: {exc.hint}",) if exc.hint else ()))
 
 def check_prune(loaded: Collection[str], options: PlanOptions) -> None:
     """`loaded`: every environment of the manifests given, selected or not."""
@@ -106,7 +113,7 @@ def check_quotas(actions: Sequence[Action], desired: Mapping[str, Desired], live
     Only plans that create, rebuild or refresh something are checked: a quota never blocks a delete.
     """
     quotas = options.quotas
-    growing = [a for a in actions if a.op in {"create", "rebuild", "refresh"}]
+    growing = [a for a in actions if a.op in GROWING]
     if not growing or (not quotas.max_environments and not quotas.servers):
         return
     deleted = {a.environment for a in actions if isinstance(a, Delete)}

@@ -14,6 +14,8 @@ def render_summary(plan: Plan) -> str:
     text = f"Plan: {', '.join(parts)}; {len(plan.unchanged)} unchanged"
     if plan.blocked:
         text += f"; {len(plan.blocked)} blocked"
+    if plan.errors:
+        text += f"; {len(plan.errors)} in error"
     return text + "."
 
 
@@ -90,6 +92,11 @@ def render_text(plan: Plan, *, steps: bool = False) -> str:
         lines.append("")
         lines.append(f"! {blocked.op} {blocked.environment} blocked")
         lines += [f"    why: {reason}" for reason in blocked.reasons]
+    for error in plan.errors:
+        lines.append("")
+        what = "could not be planned" if error.op == "plan" else f"{error.op} held back"
+        lines.append(f"✗ {error.environment} {what}")
+        lines += [f"    {line}" for reason in error.reasons for line in reason.splitlines()]
     if plan.unchanged:
         lines.append("")
         lines.append(f"= unchanged: {', '.join(plan.unchanged)}")
