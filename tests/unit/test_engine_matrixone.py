@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import pytest
-from tests.unit.builders import catalog, demo_catalog, spec, table, view
+from tests.unit.builders import catalog, demo_catalog, record, spec, table, view
 
 from moenv.engines import ledger as ledger_sql
 from moenv.engines import matrixone as mo
@@ -21,8 +21,9 @@ from moenv.errors import ManifestError
 from moenv.live.connection import EngineInfo
 from moenv.models.catalog import Catalog
 from moenv.models.desired import Desired, ParentFilter, TableCopy, ViewCopy
+from moenv.models.ledger import staging_database
 from moenv.models.plan import Create
-from moenv.planner.build import build_steps
+from moenv.planner.build import build_steps, refresh_steps
 from moenv.planner.render import render_action
 from moenv.resolve import resolve_environment
 
@@ -636,6 +637,44 @@ def test_the_plan_shows_each_table_s_method_and_why() -> None:
     assert re.search(r"users\s+\S+\s+insert_select", text)
     assert "note: clone_table: unchanged: zero-copy CREATE TABLE … CLONE at the apply's snapshot" in text
     assert "note: insert_select: rows filtered (where)" in text
+
+
+def _step_details(want: Desired, *, rebuild: bool = False) -> dict[str, str]:
+    return {f"{s.kind}:{s.table or ''}": s.detail for s in build_steps(want, rebuild=rebuild)}
+
+
+def test_the_plan_steps_say_what_matrixone_does_not_what_mariadb_would() -> None:
+    subset = mo_desired(rules={"users": {"where": "id > 10"}})
+    src, staging, dst = subset.source.database, staging_database("dev"), subset.target.database
+    steps = _step_details(subset)
+    assert steps["prepare_staging:"] == f"take a snapshot of {src}; create {staging}"
+    assert steps["create_table:products"] == "CREATE TABLE … CLONE products at the snapshot (zero-copy)"
+    assert steps["copy_rows:products"] == "rows come with the clone"
+    assert steps["copy_rows:users"] == "INSERT … SELECT from users at the snapshot"
+    publish = f"CREATE DATABASE {dst} CLONE {staging} (zero-copy, atomic); foreign keys re-pointed into {dst}"
+    assert steps["swap:"] == publish
+    assert not any("RENAME" in detail for detail in steps.values())  # no cross-database rename on MatrixOne
+
+    whole = _step_details(mo_desired())
+    assert whole["swap:"].startswith(f"CREATE DATABASE {dst} CLONE {src} at the snapshot (zero-copy, atomic)")
+    assert whole["create_table:users"] == "cloned from the source at publication (zero-copy)"
+
+    assert "one chained RENAME TABLE" in _step_details(mo_desired(V41), rebuild=True)["swap:"]
+    assert "in one transaction" in _step_details(mo_desired(V40), rebuild=True)["swap:"]
+    # the kinds are MySQL's, in the same order: the MatrixOne executor runs the same plan
+    on_mysql = resolve_environment(spec(rules={"users": {"where": "id > 10"}}), demo_catalog())
+    mysql_kinds = [s.kind for s in build_steps(on_mysql, rebuild=False)]
+    assert [s.kind for s in build_steps(subset, rebuild=False)] == mysql_kinds
+
+
+def test_an_incremental_refresh_on_matrixone_is_planned_as_a_re_clone() -> None:
+    """In-place upserts are MySQL/MariaDB's; the MatrixOne executor has no refresh_incremental step."""
+    fields: dict[str, Any] = {"refresh": {"every": "1h", "mode": "incremental", "fallback": "full"}}
+    want = mo_desired(**fields)
+    rec = record(applied=want).model_copy(update={"watermarks": {t.source: "1" for t in want.tables}})
+
+    assert refresh_steps(want, rec) == build_steps(want, rebuild=True)
+    assert "refresh_incremental" not in [s.kind for s in refresh_steps(want, rec)]
 
 
 # -- what an engine cannot do --------------------------------------------------------------------------------------

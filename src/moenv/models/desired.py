@@ -110,6 +110,8 @@ class Desired(_Value):
     source_fingerprint: str
     indexes: bool = True
     constraints: bool = True
+    source_engine: str | None = None
+    """`SELECT version()` of the source server: the copy methods and the plan's steps depend on it."""
 
     @property
     def table_names(self) -> tuple[str, ...]:

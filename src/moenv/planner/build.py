@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
+from moenv.engines.matrixone import Capabilities, is_matrixone
 from moenv.errors import ConflictError
 from moenv.models.desired import Desired
 from moenv.models.ledger import LedgerRecord, staging_database
@@ -44,6 +45,8 @@ def _stamp(record: LedgerRecord | None) -> str | None:
 
 def build_steps(desired: Desired, *, rebuild: bool, old_database: str | None = None) -> tuple[Step, ...]:
     """The steps of a create or rebuild: build in staging, swap in atomically, record it."""
+    if is_matrixone(desired.source_engine):
+        return _matrixone_steps(desired, rebuild=rebuild, old_database=old_database)
     staging = staging_database(desired.environment)
     steps = [
         Step(kind="ledger_begin", detail=f"mark {desired.environment} building (staging {staging})"),
@@ -79,12 +82,76 @@ def build_steps(desired: Desired, *, rebuild: bool, old_database: str | None = N
     return tuple(steps)
 
 
+def _matrixone_steps(desired: Desired, *, rebuild: bool, old_database: str | None) -> tuple[Step, ...]:
+    """The same step kinds as on MySQL/MariaDB (executor/matrixone.py runs them), described as
+    MatrixOne does them: snapshot, CLONE or INSERT … SELECT at it, publication by clone."""
+    caps = Capabilities.from_text(desired.source_engine or "")
+    staging = staging_database(desired.environment)
+    target = desired.target.database
+    grants = desired.manifest.spec.grants
+    direct = bool(desired.tables) and (grants or all(t.method == "clone_database" for t in desired.tables))
+    named = desired.manifest.spec.source.snapshot
+    at = f"snapshot {named}" if named else "the snapshot"
+    if not any(t.with_data for t in desired.tables):
+        read = "no snapshot (structure only)"
+    elif named:
+        read = f"check {at} covers {desired.source.database}"
+    else:
+        read = f"take a snapshot of {desired.source.database}"
+    steps = [
+        Step(kind="ledger_begin", detail=f"mark {desired.environment} building (staging {staging})"),
+        Step(
+            kind="prepare_staging",
+            detail=f"{read}; " + ("no staging: tables are cloned from the source" if direct else f"create {staging}"),
+        ),
+    ]
+    for table in desired.tables:
+        if direct or table.method == "clone_database":
+            how = "cloned from the source at publication (zero-copy)"
+        elif table.method == "clone_table":
+            how = f"CREATE TABLE … CLONE {table.source} at {at} (zero-copy)"
+        else:
+            how = f"from SHOW CREATE TABLE {table.source}"
+        steps.append(Step(kind="create_table", table=table.target, detail=how))
+        if table.with_data:
+            copied = table.method == "insert_select"
+            rows = f"INSERT … SELECT from {table.source} at {at}" if copied else "rows come with the clone"
+            steps.append(Step(kind="copy_rows", table=table.target, detail=rows))
+    if any(t.filters for t in desired.tables if t.with_data):
+        steps.append(Step(kind="delete_orphans", detail="remove rows whose reference was not copied"))
+    for table in desired.tables:
+        if table.with_data and table.masked and table.leak_check:
+            detail = f"no masked value of {', '.join(table.masked)} equals a source value"
+            steps.append(Step(kind="check_leaks", table=table.target, detail=detail))
+    copy_grants = " with COPY GRANTS" if grants else ""
+    if not rebuild or (old_database and old_database != target):
+        origin = f"{desired.source.database} at {at}" if direct else staging
+        how = (
+            f"create {target} and clone every table into it{copy_grants}"
+            if grants
+            else f"CREATE DATABASE {target} CLONE {origin} (zero-copy, atomic)"
+        )
+    elif caps.chained_rename:
+        how = f"clone the new tables into {target}{copy_grants}, swap them in with one chained RENAME TABLE"
+    else:
+        how = f"drop {target}'s tables and clone the new ones{copy_grants} in one transaction"
+    steps.append(Step(kind="swap", detail=f"{how}; foreign keys re-pointed into {target}"))
+    steps += [Step(kind="create_view", table=v.name, detail="recreate view over the copy") for v in desired.views]
+    steps.append(Step(kind="drop_leftovers", detail="drop the staging database and moenv's snapshot"))
+    if old_database and old_database != target:
+        steps.append(Step(kind="drop_old_target", detail=f"drop the previous target database {old_database}"))
+    steps.append(Step(kind="ledger_commit", detail=f"mark {desired.environment} ready"))
+    return tuple(steps)
+
+
 def refresh_steps(desired: Desired, record: LedgerRecord, *, full: bool = False) -> tuple[Step, ...]:
     """Incremental (in place, one transaction) when the mode says so and every watermark is known; else full."""
     refresh = desired.manifest.spec.refresh
     marked = [t for t in desired.tables if t.watermark]
     if full or refresh is None or refresh.mode != "incremental" or desired.manifest.spec.data != "full":
         return build_steps(desired, rebuild=True)
+    if is_matrixone(desired.source_engine):
+        return build_steps(desired, rebuild=True)  # a re-clone: zero-copy for unchanged tables, atomic
     if desired.source.server != desired.target.server:
         return build_steps(desired, rebuild=True)  # in-place upserts read the source from the target server
     if any(t.source not in record.watermarks for t in marked):

@@ -378,6 +378,7 @@ def resolve_environment(
         source_fingerprint=catalog.fingerprint(names),
         indexes=body.indexes,
         constraints=body.constraints,
+        source_engine=catalog.engine,
     )
     desired = choose_copy_methods(desired, catalog)  # per engine and version, cheapest first
     for loc, message in engine_problems(spec, catalog, desired):
