@@ -226,6 +226,9 @@ class _ProgressReporter:
     def action_started(self, action: Action) -> None:
         self.callback(CloneProgress(action.environment, "started", action.op))
 
+    def step_started(self, action: Action, step: Step) -> None:
+        pass  # the guide's callbacks report finished steps
+
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         self.callback(CloneProgress(action.environment, "step", action.op, step.kind, step.table, rows, seconds))
 

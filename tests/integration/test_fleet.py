@@ -496,6 +496,10 @@ class ConcurrencyReporter:
         finally:
             self.lock.release()
 
+    def step_started(self, action: Action, step: Step) -> None:
+        assert self.lock.acquire(blocking=False), "reports must reach the reporter one at a time"
+        self.lock.release()
+
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         assert self.lock.acquire(blocking=False), "reports must reach the reporter one at a time"
         self.lock.release()

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from moenv import __version__, api
 from moenv.cli.output import (
-    TerminalReporter,
+    progress_reporter,
     render_events,
     render_show,
     render_status,
@@ -267,15 +267,16 @@ def _run(state: State, plan: Plan, *, yes: bool, check_revisions: bool, parallel
         _report_errors(plan)
         return
     _confirm(plan, yes)
-    result = api.apply(
-        plan,
-        config=state.config,
-        reporter=TerminalReporter(tagged=jobs > 1),
-        clock=state.clock,
-        check_revisions=check_revisions,
-        parallel=parallel,
-        jobs=jobs,
-    )
+    with progress_reporter(tagged=jobs > 1) as reporter:
+        result = api.apply(
+            plan,
+            config=state.config,
+            reporter=reporter,
+            clock=state.clock,
+            check_revisions=check_revisions,
+            parallel=parallel,
+            jobs=jobs,
+        )
     done = sum(1 for r in result.results if r.ok)
     click.echo(f"Applied {done} of {len(result.results)} action(s).")
     if not result.ok:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from moenv.api import EnvironmentDetail, Status
 from moenv.models.ledger import Event
@@ -21,8 +34,25 @@ def _age(delta_seconds: float) -> str:
     return f"{seconds}s"
 
 
+_DOING = {
+    "ledger_begin": "starting",
+    "prepare_staging": "preparing",
+    "create_table": "creating {table}",
+    "copy_rows": "copying {table}",
+    "delete_orphans": "removing rows whose parent was not copied",
+    "check_leaks": "checking the masks of {table}",
+    "swap": "publishing",
+    "create_view": "recreating view {table}",
+    "drop_leftovers": "cleaning up",
+    "drop_old_target": "dropping the previous target",
+    "refresh_incremental": "refreshing in place",
+    "drop_target": "dropping the target",
+    "ledger_commit": "recording",
+}
+
+
 class TerminalReporter:
-    """One line per finished step on stderr (quiet for bookkeeping steps).
+    """One line per finished step on stderr (quiet for bookkeeping steps): for logs and pipes.
 
     tagged: environments are applied at once, so every step line names its environment.
     """
@@ -31,23 +61,105 @@ class TerminalReporter:
         self.stream = sys.stderr
         self.tagged = tagged
 
+    def __enter__(self) -> TerminalReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def echo(self, text: str) -> None:
+        click.echo(text, err=True)
+
     def _indent(self, action: Action) -> str:
         return f"  [{action.environment}] " if self.tagged else "  "
 
     def action_started(self, action: Action) -> None:
-        click.echo(f"{action.op} {action.environment} …", err=True)
+        self.echo(f"{action.op} {action.environment} …")
+
+    def step_started(self, action: Action, step: Step) -> None:
+        pass
 
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         if step.kind == "copy_rows":
-            click.echo(f"{self._indent(action)}copied {step.table}: {rows or 0:,} rows in {seconds:.2f}s", err=True)
+            self.echo(f"{self._indent(action)}copied {step.table}: {rows or 0:,} rows in {seconds:.2f}s")
         elif step.kind in {"swap", "drop_target"}:
-            click.echo(f"{self._indent(action)}{step.detail} ({seconds:.2f}s)", err=True)
+            self.echo(f"{self._indent(action)}{step.detail} ({seconds:.2f}s)")
 
     def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
         if error is None:
-            click.echo(f"{action.op} {action.environment}: done in {seconds:.1f}s", err=True)
+            self.echo(f"{action.op} {action.environment}: done in {seconds:.1f}s")
         else:
-            click.echo(f"{action.op} {action.environment}: FAILED after {seconds:.1f}s", err=True)
+            self.echo(f"{action.op} {action.environment}: FAILED after {seconds:.1f}s")
+
+
+class _RowsColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        if not task.total:
+            return Text("")
+        return Text(f"{int(task.completed):,}/~{int(task.total):,} rows", style="progress.download")
+
+
+class LiveReporter(TerminalReporter):
+    """On a terminal: a live line per running environment (spinner, current step, rows copied of
+    the plan's estimate, elapsed time) above which the same lines as TerminalReporter scroll."""
+
+    def __init__(self, console: Console | None = None, *, tagged: bool = False) -> None:
+        super().__init__(tagged=tagged)
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[environment]}"),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            _RowsColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> LiveReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def echo(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def action_started(self, action: Action) -> None:
+        super().action_started(action)
+        desired = getattr(action, "desired", None)
+        total = sum(t.estimated_rows or 0 for t in desired.tables if t.with_data) if desired is not None else 0
+        self.tasks[action.environment] = self.progress.add_task(
+            action.op, total=total or None, environment=action.environment
+        )
+
+    def step_started(self, action: Action, step: Step) -> None:
+        task = self.tasks.get(action.environment)
+        if task is not None:
+            doing = _DOING.get(step.kind, step.kind.replace("_", " ")).format(table=step.table or "")
+            self.progress.update(task, description=f"{action.op}: {doing}")
+
+    def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
+        super().step_finished(action, step, rows=rows, seconds=seconds)
+        task = self.tasks.get(action.environment)
+        if task is not None and step.kind == "copy_rows" and rows:
+            self.progress.advance(task, rows)
+
+    def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
+        task = self.tasks.pop(action.environment, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        super().action_finished(action, error=error, seconds=seconds)
+
+
+def progress_reporter(*, tagged: bool) -> TerminalReporter:
+    """LiveReporter on an interactive terminal, else one line per step (CI logs, pipes, TERM=dumb)."""
+    if sys.stderr.isatty() and os.environ.get("TERM", "") != "dumb":
+        return LiveReporter(tagged=tagged)
+    return TerminalReporter(tagged=tagged)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

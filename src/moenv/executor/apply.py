@@ -261,6 +261,7 @@ class _Run:
                 handler = handlers.get(step.kind)
                 if handler is None:
                     raise CloneError(f"step {step.kind} is not supported on this server's engine")
+                self.out.step_started(self.action, step)
                 started = time.monotonic()
                 rows = handler(step)
                 began = began or step.kind == "ledger_begin"

@@ -12,6 +12,8 @@ from moenv.models.plan import Action, Step
 class Reporter(Protocol):
     def action_started(self, action: Action) -> None: ...
 
+    def step_started(self, action: Action, step: Step) -> None: ...
+
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None: ...
 
     def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None: ...
@@ -21,6 +23,9 @@ class SilentReporter:
     """Reports nothing."""
 
     def action_started(self, action: Action) -> None:
+        pass
+
+    def step_started(self, action: Action, step: Step) -> None:
         pass
 
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
@@ -39,6 +44,9 @@ class RecordingReporter:
     def action_started(self, action: Action) -> None:
         self.events.append(("started", action.environment, action.op))
 
+    def step_started(self, action: Action, step: Step) -> None:
+        pass  # the finished step is recorded, with its rows
+
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         self.events.append(("step", action.environment, f"{step.kind}:{step.table or ''}:{rows}"))
 
@@ -56,6 +64,10 @@ class LockedReporter:
     def action_started(self, action: Action) -> None:
         with self._lock:
             self.inner.action_started(action)
+
+    def step_started(self, action: Action, step: Step) -> None:
+        with self._lock:
+            self.inner.step_started(action, step)
 
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         with self._lock:
