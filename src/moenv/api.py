@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from moenv.engines import mysql
 from moenv.errors import ConfigError, ConflictError, DatabaseError, ManifestError, MoenvError, Problem
@@ -49,40 +50,74 @@ def load(
     return load_manifests(paths, variables=variables, now=now)
 
 
-def read_source_catalogs(manifests: Sequence[LoadedManifest], config: Config) -> dict[tuple[str, str], Catalog]:
-    """One bulk read per source server, shared by every environment that reads it."""
+def read_source_catalogs(
+    manifests: Sequence[LoadedManifest], config: Config, *, unreachable: dict[str, str] | None = None
+) -> dict[tuple[str, str], Catalog]:
+    """One bulk read per source server, shared by every environment that reads it.
+
+    unreachable: when given, a server that cannot be read is recorded there (name → error)
+    instead of failing the whole read (--keep-going).
+    """
     wanted: dict[str, set[str]] = defaultdict(set)
     for manifest in manifests:
         source = manifest.spec.spec.source
         wanted[source.server].add(source.database)
     catalogs: dict[tuple[str, str], Catalog] = {}
     for server_name, databases in sorted(wanted.items()):
-        with connect(config.server(server_name), read_only=True) as conn:
-            for name, catalog in read_catalogs(conn, databases).items():
+        with _per_server(server_name, unreachable):
+            with connect(config.server(server_name), read_only=True) as conn:
+                read = read_catalogs(conn, databases)
+            for name, catalog in read.items():
                 catalogs[(server_name, name)] = catalog
     return catalogs
 
 
+@contextlib.contextmanager
+def _per_server(server: str, unreachable: dict[str, str] | None) -> Iterator[None]:
+    """Fail as usual; or, with `unreachable`, record the server's error there and go on."""
+    if unreachable is None:
+        yield
+        return
+    try:
+        yield
+    except DatabaseError as exc:
+        unreachable[server] = exc.message
+
+
 def resolve(manifests: Sequence[LoadedManifest], config: Config) -> dict[str, Desired]:
     """Every environment resolved against its source catalog; all problems reported together."""
-    desired, _ = _resolve(manifests, config, keep_going=False)
+    desired, _ = _resolve(manifests, config, keep_going=False, unreachable={})
     return desired
 
 
+def _unreachable_error(environment: str, role: str, server: str, unreachable: Mapping[str, str]) -> Blocked:
+    return Blocked(
+        environment=environment,
+        op="plan",
+        reasons=(
+            f"{environment}: its {role} server {server} could not be read: {unreachable[server]}",
+            "hint: nothing was done to it; the next run plans it once the server answers",
+        ),
+    )
+
+
 def _resolve(
-    manifests: Sequence[LoadedManifest], config: Config, *, keep_going: bool
+    manifests: Sequence[LoadedManifest], config: Config, *, keep_going: bool, unreachable: dict[str, str]
 ) -> tuple[dict[str, Desired], list[Blocked]]:
-    """resolve(); with keep_going, an environment whose rules do not fit its source is left out and
-    returned as an error instead of failing the others."""
+    """resolve(); with keep_going, an environment whose rules do not fit its source, or whose source
+    server cannot be read (recorded in `unreachable`), is left out and returned as an error."""
     for manifest in manifests:
         config.server(manifest.spec.spec.source.server)
         config.server(manifest.spec.spec.target_server)
-    catalogs = read_source_catalogs(manifests, config)
+    catalogs = read_source_catalogs(manifests, config, unreachable=unreachable if keep_going else None)
     desired: dict[str, Desired] = {}
     problems: list[Problem] = []
     errors: list[Blocked] = []
     for manifest in manifests:
         source = manifest.spec.spec.source
+        if source.server in unreachable:
+            errors.append(_unreachable_error(manifest.name, "source", source.server, unreachable))
+            continue
         try:
             desired[manifest.name] = resolve_environment(
                 manifest.spec, catalogs[(source.server, source.database)], problem=manifest.problem
@@ -94,7 +129,9 @@ def _resolve(
                 problems += exc.problems
     if problems:
         raise ManifestError(problems)
-    desired = count_rows(desired, config)
+    desired = count_rows(desired, config, unreachable=unreachable if keep_going else None)
+    for name in [n for n, want in desired.items() if want.source.server in unreachable]:
+        errors.append(_unreachable_error(name, "source", desired.pop(name).source.server, unreachable))
     salted = sorted(name for name, want in desired.items() if any(t.needs_salt for t in want.tables))
     if salted and not config.salt:
         raise ConfigError(
@@ -104,7 +141,9 @@ def _resolve(
     return desired, errors
 
 
-def count_rows(desired: Mapping[str, Desired], config: Config) -> dict[str, Desired]:
+def count_rows(
+    desired: Mapping[str, Desired], config: Config, *, unreachable: dict[str, str] | None = None
+) -> dict[str, Desired]:
     """Exact counts of the filtered tables: one statement per source server whatever the number of
     environments and tables (identical counts, e.g. of per-PR environments, are asked once)."""
     wanted: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
@@ -113,9 +152,14 @@ def count_rows(desired: Mapping[str, Desired], config: Config) -> dict[str, Desi
             wanted[want.source.server][name] = statements
     counted = dict(desired)
     for server_name, per_env in sorted(wanted.items()):
+        if unreachable and server_name in unreachable:
+            continue  # its environments are errors already
         distinct = sorted({sql for statements in per_env.values() for sql in statements.values()})
-        with connect(config.server(server_name), read_only=True) as conn:
+        row: tuple[Any, ...] | None = None
+        with _per_server(server_name, unreachable), connect(config.server(server_name), read_only=True) as conn:
             row = conn.query("SELECT " + ", ".join(f"({sql})" for sql in distinct))[0]
+        if row is None:
+            continue  # recorded in `unreachable`
         value = {sql: int(n or 0) for sql, n in zip(distinct, row, strict=True)}
         for name, statements in per_env.items():
             counted[name] = with_counts(desired[name], {table: value[sql] for table, sql in statements.items()})
@@ -123,23 +167,32 @@ def count_rows(desired: Mapping[str, Desired], config: Config) -> dict[str, Desi
 
 
 def read_live(
-    config: Config, desired: Mapping[str, Desired], *, all_servers: bool = False, only: set[str] | None = None
+    config: Config,
+    desired: Mapping[str, Desired],
+    *,
+    all_servers: bool = False,
+    only: set[str] | None = None,
+    unreachable: dict[str, str] | None = None,
 ) -> Live:
-    """Ledgers, database lists and target catalogs: a fixed number of queries per target server."""
+    """Ledgers, database lists and target catalogs: a fixed number of queries per target server.
+
+    unreachable: when given, a server that cannot be read is recorded there and left out of Live.
+    """
     servers = {d.target.server for d in desired.values()}
     if all_servers:
         servers |= set(config.servers)
     states: dict[str, ServerLive] = {}
-    for name in sorted(servers):
-        with connect(config.server(name), read_only=True) as conn:
-            ledger = read_ledger(conn, config.ledger_database)
-            databases = read_databases(conn)
-            targets = {d.target.database for d in desired.values() if d.target.server == name}
-            shapes = read_target_shapes(conn, sorted(targets & databases))
-            running = [r.name for r in ledger.records.values() if r.status in {"building", "deleting"}]
-            busy = read_busy(conn, running, config.ledger_database)
-        states[name] = ServerLive(name, ledger, databases, shapes, busy)
-    return Live(states, config.ledger_database)
+    for name in sorted(servers - set(unreachable or ())):
+        with _per_server(name, unreachable):
+            with connect(config.server(name), read_only=True) as conn:
+                ledger = read_ledger(conn, config.ledger_database)
+                databases = read_databases(conn)
+                targets = {d.target.database for d in desired.values() if d.target.server == name}
+                shapes = read_target_shapes(conn, sorted(targets & databases))
+                running = [r.name for r in ledger.records.values() if r.status in {"building", "deleting"}]
+                busy = read_busy(conn, running, config.ledger_database)
+            states[name] = ServerLive(name, ledger, databases, shapes, busy)
+    return Live(states, config.ledger_database, unreachable=dict(unreachable or {}))
 
 
 def plan(
@@ -167,8 +220,13 @@ def plan_manifests(
     selector = opts.selector
     names = {m.name for m in manifests}
     chosen = [m for m in manifests if selector.matches(m.name, m.spec.metadata.labels)]
-    desired, errors = _resolve(chosen, config, keep_going=opts.keep_going)
-    live = read_live(config, desired, all_servers=opts.prune or bool(opts.quotas.servers))
+    unreachable: dict[str, str] = {}
+    desired, errors = _resolve(chosen, config, keep_going=opts.keep_going, unreachable=unreachable)
+    all_servers = opts.prune or bool(opts.quotas.servers)
+    live = read_live(config, desired, all_servers=all_servers, unreachable=unreachable if opts.keep_going else None)
+    for name in [n for n, want in desired.items() if want.target.server in unreachable]:
+        errors.append(_unreachable_error(name, "target", desired[name].target.server, unreachable))
+        desired = {n: w for n, w in desired.items() if n != name}
     unknown = sorted(selector.only - names - ({r.name for r in live.records()} if opts.prune else set()))
     if unknown:
         raise ConflictError(

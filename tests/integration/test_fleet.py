@@ -7,6 +7,7 @@ environment names carry the sandbox token, so locks and staging databases never 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from tests.support.mariadb import Sandbox, open_sandbox
 
 from moenv import api
 from moenv.cli.main import main as cli_main
-from moenv.errors import ConflictError
+from moenv.errors import ConflictError, DatabaseError
 from moenv.executor.apply import check_fresh
 from moenv.live.connection import statement_count
 from moenv.manifest.config import load_config
@@ -669,3 +670,53 @@ def test_keep_going_on_the_command_line_applies_the_rest_and_exits_1(
 
     code, _, err = _cli(["--config", config, "apply", manifests, "--yes"], capsys)
     assert code == 1 and "not managed by moenv" in err  # without -k: the whole run stops, as before
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # closed again: nothing listens there
+
+
+def test_keep_going_plans_the_servers_that_answer_and_reports_the_environments_of_one_that_does_not(
+    fleet: Fleet,
+) -> None:
+    down = Server.from_url("down", f"mysql://root@127.0.0.1:{_closed_port()}/")
+    config = Config(
+        servers={**fleet.config.servers, "down": down},
+        ledger_database=fleet.config.ledger_database,
+    )
+    fleet.manifest("up")
+    for short, spec in (
+        ("to-down", {"source": {"database": fleet.world.source}, "target": {"server": "down", "database": "x_db"}}),
+        ("from-down", {"source": {"server": "down", "database": "y_db"}, "target": {"database": fleet.target("f")}}),
+    ):
+        document = {"apiVersion": "moenv/v1", "kind": "Environment", "metadata": {"name": fleet.name(short)}}
+        (fleet.directory / f"{short}.yaml").write_text(json.dumps({**document, "spec": spec}), encoding="utf-8")
+    with pytest.raises(DatabaseError):
+        fleet.plan(config)  # the default: the whole run stops
+
+    plan = fleet.plan(config, keep_going=True)
+
+    assert ops(plan) == {("create", fleet.name("up"))}
+    errors = {e.environment: e.reasons for e in plan.errors}
+    assert set(errors) == {fleet.name("to-down"), fleet.name("from-down")}
+    assert "its target server down could not be read" in errors[fleet.name("to-down")][0]
+    assert "its source server down could not be read" in errors[fleet.name("from-down")][0]
+    assert set(plan.ledger_revisions) == {"default"}
+    fleet.apply(plan, config)
+    assert fleet.exists("up")
+
+    # a label quota cannot be checked while a server's ledger is unknown: growth waits, with the reason
+    counted = Config(
+        servers=config.servers,
+        ledger_database=config.ledger_database,
+        quotas=Quotas(max_environments={"team": 5}),
+    )
+    fleet.manifest("more", {"team": "a"})
+    held = fleet.plan(counted, keep_going=True)
+    assert ops(held) == set()
+    assert "environments on down cannot be counted" in {e.environment: e for e in held.errors}[
+        fleet.name("more")
+    ].reasons[0]

@@ -173,6 +173,8 @@ class Live:
     ledger_database: str = "moenv"
     content: dict[str, dict[str, TableContent]] = field(default_factory=dict)
     """`verify: {content: true}` only: environment → target table → what source and target hold."""
+    unreachable: dict[str, str] = field(default_factory=dict)
+    """--keep-going only: servers that could not be read (name → error); their ledgers are unknown."""
 
     def record(self, name: str) -> LedgerRecord | None:
         for server in self.servers.values():

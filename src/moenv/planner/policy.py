@@ -135,6 +135,9 @@ def check_quotas(actions: Sequence[Action], desired: Mapping[str, Desired], live
         servers[record.name] = record.target_server
     alive = [n for n in labels if n not in deleted]
     problems: list[str] = []
+    if quotas.max_environments and live.unreachable:
+        down = ", ".join(sorted(live.unreachable))
+        problems.append(f"environments on {down} cannot be counted (the server could not be read)")
     for key, limit in sorted(quotas.max_environments.items()):
         counts: dict[str, list[str]] = {}
         for name in alive:
