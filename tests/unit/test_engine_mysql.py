@@ -461,3 +461,73 @@ def test_an_excluded_column_is_never_mentioned_in_the_ddl() -> None:
     assert "`price`" not in ddl
     assert "`qty`" not in ddl
     assert "  `note` varchar(20) DEFAULT 'a,b',\n" in ddl
+
+
+# -- incremental refresh across servers ---------------------------------------------------------------
+
+
+def _orders() -> TableCopy:
+    return TableCopy(
+        source="orders",
+        target="orders",
+        columns=("id", "customer_id", "amount", "updated_at"),
+        select=("`s`.`id`", "`s`.`customer_id`", "`s`.`amount`", "`s`.`updated_at`"),
+        where="`s`.`amount` > 0",
+        filters=(ParentFilter(name="fk_c", columns=("customer_id",), parent="customers", ref_columns=("id",)),),
+        key=("id",),
+        watermark="updated_at",
+    )
+
+
+def test_values_read_back_become_literals_that_need_no_escaping() -> None:
+    assert mysql.value_literal(42) == "42"
+    assert mysql.value_literal(None) == "NULL"
+    assert mysql.value_literal(b"\x00'") == "X'0027'"
+    assert mysql.value_literal("it's") == "CONVERT(X'69742773' USING utf8mb4)"
+    assert mysql.value_literal("") == "''"
+
+
+def test_the_changed_rows_are_those_at_or_after_the_stored_watermark_through_where() -> None:
+    changed = mysql.changed_rows(_orders(), "2024-06-01 00:10:00", into="_moenv_d0")
+    assert changed.target == "_moenv_d0" and changed.filters == ()
+    assert changed.where == (
+        "(`s`.`amount` > 0) AND `s`.`updated_at` >= "
+        "CONVERT(X'323032342d30362d30312030303a31303a3030' USING utf8mb4)"
+    )
+
+
+def test_the_keys_stream_carries_the_key_and_the_columns_the_filters_read() -> None:
+    keys = mysql.source_keys(_orders(), into="_moenv_k0")
+    assert (keys.columns, keys.select, keys.where) == (("id", "customer_id"), ("`s`.`id`", "`s`.`customer_id`"),
+                                                       "`s`.`amount` > 0")
+    assert mysql.create_keys_table(_orders(), "stg", "_moenv_k0", like_database="stg") == [
+        "CREATE TABLE `stg`.`_moenv_k0` AS SELECT `id`, `customer_id` FROM `stg`.`orders` WHERE FALSE",
+        "ALTER TABLE `stg`.`_moenv_k0` ADD PRIMARY KEY (`id`)",
+    ]
+
+
+def test_the_merge_statements_match_rows_by_key() -> None:
+    copy = _orders()
+    assert mysql.delete_matching(copy, database="stg", keys_table="_moenv_d0") == (
+        "DELETE FROM `stg`.`orders` WHERE EXISTS (SELECT 1 FROM `stg`.`_moenv_d0` AS `d`"
+        " WHERE `d`.`id` = `stg`.`orders`.`id`)"
+    )
+    assert mysql.delete_unmatched(copy, database="stg", keys_table="_moenv_k0") == (
+        "DELETE FROM `stg`.`orders` WHERE NOT EXISTS (SELECT 1 FROM `stg`.`_moenv_k0` AS `k`"
+        " WHERE `k`.`id` = `stg`.`orders`.`id`)"
+    )
+    missing = mysql.missing_keys(copy, database="stg", keys_table="_moenv_k0")
+    assert missing.startswith(
+        "SELECT `s`.`id` FROM `stg`.`_moenv_k0` AS `s` WHERE NOT EXISTS (SELECT 1 FROM `stg`.`orders` AS `x`"
+        " WHERE `x`.`id` = `s`.`id`) AND "
+    )
+    assert "EXISTS (SELECT 1 FROM `stg`.`customers` AS `p`" in missing  # the live integrity filter
+
+
+def test_rows_are_fetched_by_key_lists_single_and_composite() -> None:
+    single = mysql.rows_with_keys(_orders(), [(1,), (2,)], into="_moenv_m0_0")
+    assert single.where == "(`s`.`amount` > 0) AND `s`.`id` IN (1, 2)"
+    composite = _orders().model_copy(update={"key": ("id", "customer_id"), "where": None})
+    assert mysql.rows_with_keys(composite, [(1, 3), (2, "x")], into="m").where == (
+        "(`s`.`id`, `s`.`customer_id`) IN ((1, 3), (2, CONVERT(X'78' USING utf8mb4)))"
+    )

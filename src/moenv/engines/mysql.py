@@ -338,6 +338,131 @@ def delete_all(database: str, table: str) -> str:
     return f"DELETE FROM {qualified(database, table)}"
 
 
+# -- incremental refresh across servers (executor/apply.py copy_changes) -------------------------
+#
+# Only what changed crosses the network: the rows whose watermark passed the stored one, and the
+# key (with the columns the integrity filters read) of every source row through `where`. The rest
+# of the new table is the current copy, taken over on the target server; the table is then swapped
+# in like any rebuilt one. Scratch tables live in the staging database, named by position.
+
+
+def scratch_table(kind: str, index: int, part: int | None = None) -> str:
+    """`_moenv_d3` (changed rows of table 3), `_moenv_k3` (its keys), `_moenv_m3_0` (rows it lacks)."""
+    return f"_moenv_{kind}{index}" + (f"_{part}" if part is not None else "")
+
+
+def value_literal(value: object) -> str:
+    """A key value read back from a server, as a literal any character set reads the same (no escaping)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, bytes | bytearray):
+        return f"X'{bytes(value).hex()}'" if value else "''"
+    text = str(value)
+    return f"CONVERT(X'{text.encode().hex()}' USING utf8mb4)" if text else "''"
+
+
+def changed_rows(copy: TableCopy, since: str, *, into: str) -> TableCopy:
+    """The stream of the rows changed since `since` (the stored watermark; `>=`, as in delete_changed)."""
+    assert copy.watermark is not None
+    mark = f"{quote_ident(SOURCE_ALIAS)}.{quote_ident(copy.watermark)} >= {value_literal(since)}"
+    where = f"({copy.where}) AND {mark}" if copy.where else mark
+    return copy.model_copy(update={"target": into, "where": where, "filters": (), "leak_check": False})
+
+
+def key_columns(copy: TableCopy) -> tuple[str, ...]:
+    """The key, then the columns the live integrity filters read: what finds vanished and missing rows."""
+    found = list(copy.key)
+    for filter_ in copy.filters:
+        found += [c for c in filter_.columns if c not in found]
+    return tuple(found)
+
+
+def source_keys(copy: TableCopy, *, into: str) -> TableCopy:
+    """The stream of key_columns of every source row through `where` (masked where the copy masks them)."""
+    chosen = key_columns(copy)
+    select = tuple(copy.select[copy.columns.index(c)] for c in chosen)
+    return copy.model_copy(
+        update={"target": into, "columns": chosen, "select": select, "filters": (), "masked": (), "leak_check": False}
+    )
+
+
+def create_like(database: str, table: str, *, like_database: str, like_table: str) -> str:
+    return f"CREATE TABLE {qualified(database, table)} LIKE {qualified(like_database, like_table)}"
+
+
+def create_keys_table(copy: TableCopy, database: str, table: str, *, like_database: str) -> list[str]:
+    """An empty table of key_columns (the copy's column types) with the key as primary key."""
+    columns = ", ".join(quote_ident(c) for c in key_columns(copy))
+    key = ", ".join(quote_ident(k) for k in copy.key)
+    return [
+        f"CREATE TABLE {qualified(database, table)} AS SELECT {columns}"
+        f" FROM {qualified(like_database, copy.target)} WHERE FALSE",
+        f"ALTER TABLE {qualified(database, table)} ADD PRIMARY KEY ({key})",
+    ]
+
+
+def copy_within(copy: TableCopy, *, from_database: str, from_table: str, into_database: str) -> str:
+    """Rows of one table into the copy's table, on one server (the current copy, or loaded changes)."""
+    columns = ", ".join(quote_ident(c) for c in copy.columns)
+    return (
+        f"INSERT INTO {qualified(into_database, copy.target)} ({columns})"
+        f" SELECT {columns} FROM {qualified(from_database, from_table)}"
+    )
+
+
+def delete_matching(copy: TableCopy, *, database: str, keys_table: str) -> str:
+    """Rows of the copy whose key is in `keys_table` (the changed ones: replaced next).
+    Single-table DELETE with qualified columns (a DELETE by alias needs a default database on MariaDB)."""
+    table = qualified(database, copy.target)
+    return (
+        f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {qualified(database, keys_table)} AS `d`"
+        f" WHERE {_key_match(copy, left='`d`', right=table)})"
+    )
+
+
+def delete_unmatched(copy: TableCopy, *, database: str, keys_table: str) -> str:
+    """Rows of the copy whose key is not in `keys_table` (deleted at the source, or out of `where`)."""
+    table = qualified(database, copy.target)
+    return (
+        f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM {qualified(database, keys_table)} AS `k`"
+        f" WHERE {_key_match(copy, left='`k`', right=table)})"
+    )
+
+
+def missing_keys(copy: TableCopy, *, database: str, keys_table: str) -> str:
+    """Keys of source rows the copy lacks that its live integrity filters let in: rows whose parent
+    qualifies again (their own watermark did not move). Rows kept out by a parent stay out."""
+    alias = quote_ident(SOURCE_ALIAS)
+    key = ", ".join(f"{alias}.{quote_ident(k)}" for k in copy.key)
+    conditions = [
+        f"NOT EXISTS (SELECT 1 FROM {qualified(database, copy.target)} AS `x`"
+        f" WHERE {_key_match(copy, left='`x`', right=alias)})",
+        *(integrity_condition(f, database=database, alias=alias) for f in copy.filters if not f.deferred),
+    ]
+    return f"SELECT {key} FROM {qualified(database, keys_table)} AS {alias} WHERE " + " AND ".join(conditions)
+
+
+def rows_with_keys(copy: TableCopy, keys: Sequence[Sequence[object]], *, into: str) -> TableCopy:
+    """The stream of the source rows with these keys (through `where`)."""
+    alias = quote_ident(SOURCE_ALIAS)
+    columns = [f"{alias}.{quote_ident(k)}" for k in copy.key]
+    values = ", ".join(
+        "(" + ", ".join(value_literal(v) for v in row) + ")" if len(columns) > 1 else value_literal(row[0])
+        for row in keys
+    )
+    listed = f"({', '.join(columns)}) IN ({values})" if len(columns) > 1 else f"{columns[0]} IN ({values})"
+    where = f"({copy.where}) AND {listed}" if copy.where else listed
+    return copy.model_copy(update={"target": into, "where": where, "filters": (), "leak_check": False})
+
+
+def drop_table(database: str, table: str) -> str:
+    return f"DROP TABLE IF EXISTS {qualified(database, table)}"
+
+
 # -- cross-server streaming (executor/stream.py) ------------------------------------------------
 #
 # Rows travel as LOAD DATA text formatted by the *source* server, so no value is decoded or

@@ -40,6 +40,9 @@ from moenv.resolve.estimate import restricted_tables
 
 Clock = Callable[[], datetime]
 
+MISSING_PER_STREAM = 2_000
+"""Keys per stream of the rows an incremental refresh across servers finds missing (an IN list)."""
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -211,6 +214,7 @@ class _Run:
         self.parallel = parallel
         self.cross: CrossServerCopy | None = None  # the target is on another server than the source
         self.orphans_removed: int | None = None
+        self.changes_only: set[str] = set()  # tables refreshed by their changes (copy_changes)
 
     @property
     def desired(self) -> Desired:
@@ -224,6 +228,7 @@ class _Run:
             "prepare_staging": self.prepare_staging,
             "create_table": self.create_table,
             "copy_rows": self.copy_rows,
+            "copy_changes": self.copy_changes,
             "refresh_incremental": self.refresh_incremental,
             "delete_orphans": self.delete_orphans,
             "check_leaks": self.check_leaks,
@@ -525,6 +530,7 @@ class _Run:
     def copy_rows(self, step: Step) -> int | None:
         copy = self._copy(step)
         if (cross := self._cross()) is not None:
+            self._remember_watermark(copy)  # read before the stream's snapshot: what changes later comes next time
             return self._stream(cross, copy)
         self._copy_session()
         if copy.needs_salt:
@@ -548,6 +554,66 @@ class _Run:
             if copy.unique_checks:
                 self.conn.execute("SET SESSION unique_checks = 0")
         return self._copied(copy, rows, started)
+
+    def copy_changes(self, step: Step) -> int | None:
+        """Across servers, a table refreshed incrementally: the current copy is taken over on the
+        target server; only the rows changed since the stored watermark, the keys of the source's
+        rows (to drop vanished ones) and the rows that qualify again cross the network."""
+        copy = self._copy(step)
+        cross = self._cross()
+        since = (self.record.watermarks if self.record is not None else {}).get(copy.source)
+        if cross is None or since is None or copy.watermark is None or not copy.key:
+            return self.copy_rows(step)  # a plan made for another state: copy it whole
+        if copy.needs_salt:
+            self._salt_configured()
+        cross.wait(self._stream_progress, self._streamed)  # the tables streamed before, reported
+        started = time.monotonic()
+        self._remember_watermark(copy)  # before the changes are read: later ones come next time
+        staging, target = self.staging, self.desired.target.database
+        index = self.desired.tables.index(copy)
+        delta, keys = mysql.scratch_table("d", index), mysql.scratch_table("k", index)
+        scratch = [delta, keys]
+        try:
+            self.conn.execute(mysql.create_like(staging, delta, like_database=staging, like_table=copy.target))
+            for statement in mysql.create_keys_table(copy, staging, keys, like_database=staging):
+                self.conn.execute(statement)
+            cross.copy_now(
+                [mysql.changed_rows(copy, since, into=delta), mysql.source_keys(copy, into=keys)],
+                self._stream_progress,
+            )
+            self.conn.execute(
+                mysql.copy_within(copy, from_database=target, from_table=copy.target, into_database=staging),
+                doing=f"taking over the current rows of {copy.target}",
+            )
+            self.conn.execute(mysql.delete_matching(copy, database=staging, keys_table=delta))
+            self.conn.execute(mysql.delete_unmatched(copy, database=staging, keys_table=keys))
+            changed = self.conn.execute(
+                mysql.copy_within(copy, from_database=staging, from_table=delta, into_database=staging)
+            )
+            lacking = self.conn.query(mysql.missing_keys(copy, database=staging, keys_table=keys))
+            for part, first in enumerate(range(0, len(lacking), MISSING_PER_STREAM)):
+                name = mysql.scratch_table("m", index, part)
+                scratch.append(name)
+                self.conn.execute(mysql.create_like(staging, name, like_database=staging, like_table=delta))
+                chunk = lacking[first : first + MISSING_PER_STREAM]
+                cross.copy_now([mysql.rows_with_keys(copy, chunk, into=name)], self._stream_progress)
+                changed += self.conn.execute(
+                    mysql.copy_within(copy, from_database=staging, from_table=name, into_database=staging)
+                )
+        finally:
+            for name in scratch:
+                with contextlib.suppress(MoenvError):
+                    self.conn.execute(mysql.drop_table(staging, name))
+        cross.add_indexes(self.conn, copy)
+        self.changes_only.add(copy.target)
+        self.rows += changed
+        self.tables_done += 1
+        self.stats.append(
+            TableStat(
+                table=copy.target, rows=changed, method="incremental (stream)", seconds=time.monotonic() - started
+            )
+        )
+        return changed
 
     def _copied(self, copy: TableCopy, rows: int, started: float) -> int:
         """Count one copied table, and write progress to the ledger every few seconds (`moenv status`)."""
@@ -622,6 +688,10 @@ class _Run:
         return removed
 
     def _uncount(self, table: str, rows: int) -> None:
+        """Orphans removed from a table copied now: fewer rows copied. A table refreshed by its
+        changes counts the rows that came in, not the older ones its parents' changes removed."""
+        if table in self.changes_only:
+            return
         self.rows -= rows
         self.stats = [
             s.model_copy(update={"rows": (s.rows or 0) - rows}) if s.table == table else s for s in self.stats

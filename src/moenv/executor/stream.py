@@ -500,6 +500,25 @@ class CrossServerCopy:
                 time.sleep(min(self.backoff * 2**attempt, MAX_BACKOFF_SECONDS))
                 attempt += 1
 
+    def add_indexes(self, target: Connection, copy: TableCopy) -> None:
+        """The indexes and foreign keys `deferring` held back, added to a table filled another way."""
+        self._add_indexes(target, copy)
+
+    def copy_now(self, copies: Sequence[TableCopy], progress: Progress) -> int:
+        """Stream these parts (changed rows, keys) into the staging database and wait for them; they
+        are not tables of the environment, so they are not reported. Returns the rows loaded.
+        Call it after `wait`: a table submitted before and not yet reported would be counted here."""
+        for copy in copies:
+            self.submit(copy)
+        loaded = 0
+
+        def count(result: TableResult) -> None:
+            nonlocal loaded
+            loaded += result.rows
+
+        self.wait(progress, count)
+        return loaded
+
     def _add_indexes(self, target: Connection, copy: TableCopy) -> None:
         later = self._deferred.get(copy.target)
         if later is None or not later.clauses:
