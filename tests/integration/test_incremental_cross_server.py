@@ -4,8 +4,8 @@ a fresh full copy made at the same moment (rows, masks, filters, strict integrit
 The shop of test_lifecycle.py (watermarks, a virtual FK, a declared FK, a table without a
 watermark, a table without a key) lives on the session's server; the environments are on a
 second server. The refresh streams, per table with a known watermark, the rows changed since it
-and the keys of the source's rows; the current copy is taken over on the target server; the
-tables are swapped in like a rebuild's.
+and the keys of the source's rows (tables without a watermark or key: whole) into staging, then
+applies them in place in one transaction, like a same-server incremental refresh.
 """
 
 from __future__ import annotations
@@ -139,19 +139,13 @@ def test_a_refresh_across_servers_streams_the_changes_and_equals_a_fresh_copy(pa
     target = pair.db("inc")
     [(first_email,)] = pair.there.query(f"SELECT email FROM {q(target)}.customers WHERE id = 5")
 
+    table_ids = pair.there.table_ids(target)
     pair.change(SOURCE_CHANGES)
     plan = pair.plan([path], at(hours=24))
     [refresh] = plan.actions
     assert isinstance(refresh, Refresh)
-    kinds = {s.table: s.kind for s in refresh.steps if s.kind in {"copy_rows", "copy_changes"}}
-    # with a watermark: only the changes; notes (no watermark) and events (no key): whole
-    assert kinds == {
-        "customers": "copy_changes",
-        "orders": "copy_changes",
-        "items": "copy_changes",
-        "notes": "copy_rows",
-        "events": "copy_rows",
-    }
+    assert [s.kind for s in refresh.steps] == ["ledger_begin", "refresh_incremental", "ledger_commit"]
+    assert "streamed from server src" in refresh.steps[1].detail
     pair.apply(plan, at(hours=24))
 
     expected = pair.content(pair.fresh_copy("full", at(hours=24)))
@@ -166,14 +160,16 @@ def test_a_refresh_across_servers_streams_the_changes_and_equals_a_fresh_copy(pa
     [(email,)] = pair.there.query(f"SELECT email FROM {q(target)}.customers WHERE id = 5")
     assert email != first_email and email.endswith("@example.invalid")  # the masked column of a changed row
 
+    assert pair.there.table_ids(target) == table_ids  # in place: the same tables, changed
     record = pair.record("inc")
     streamed = {s.table: (s.rows, s.method) for s in record.stats}
     # what crossed the network for the watermarked tables: the changed rows, not the tables. `>=`
     # the stored watermark also brings the rows that carry it again (order 600 and its 2 items;
     # customer 200, the last one, is banned: kept out by `where`)
-    assert streamed["customers"] == (2, "incremental (stream)")  # 1001 added, 5 changed (9 left `where`)
-    assert streamed["orders"] == (5, "incremental (stream)")  # 1001, 1002, 10, 1003 (removed: its parent left), 600
-    assert streamed["items"] == (7, "incremental (stream)")  # 4 new, (11, 1) changed, the 2 items of order 600
+    assert streamed["customers"] == (2, "incremental (streamed)")  # 1001 added, 5 changed (9 left `where`)
+    assert streamed["orders"] == (4, "incremental (streamed)")  # 1001, 1002, 10, 600 (1003: its parent left)
+    assert streamed["items"] == (7, "incremental (streamed)")  # 4 new, (11, 1) changed, the 2 items of order 600
+    assert streamed["notes"] == (20, "full (streamed)")  # no watermark: copied whole
     assert record.watermarks == {"customers": NEW, "orders": NEW, "items": NEW}
     assert pair.plan([path], at(hours=24)).actions == ()  # converged
     assert pair.there.work_databases() == []

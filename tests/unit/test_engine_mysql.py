@@ -500,28 +500,36 @@ def test_the_keys_stream_carries_the_key_and_the_columns_the_filters_read() -> N
     keys = mysql.source_keys(_orders(), into="_moenv_k0")
     assert (keys.columns, keys.select, keys.where) == (("id", "customer_id"), ("`s`.`id`", "`s`.`customer_id`"),
                                                        "`s`.`amount` > 0")
-    assert mysql.create_keys_table(_orders(), "stg", "_moenv_k0", like_database="stg") == [
-        "CREATE TABLE `stg`.`_moenv_k0` AS SELECT `id`, `customer_id` FROM `stg`.`orders` WHERE FALSE",
-        "ALTER TABLE `stg`.`_moenv_k0` ADD PRIMARY KEY (`id`)",
+    assert mysql.create_keys_table(_orders(), "stg", "_moenv_k0", like_database="dst") == [
+        "CREATE TABLE `stg`.`_moenv_k0` AS SELECT `id`, `customer_id` FROM `dst`.`orders` WHERE FALSE",
+        "ALTER TABLE `stg`.`_moenv_k0` ADD PRIMARY KEY (`id`), ADD KEY (`customer_id`)",
     ]
 
 
 def test_the_merge_statements_match_rows_by_key() -> None:
     copy = _orders()
-    assert mysql.delete_matching(copy, database="stg", keys_table="_moenv_d0") == (
-        "DELETE FROM `stg`.`orders` WHERE EXISTS (SELECT 1 FROM `stg`.`_moenv_d0` AS `d`"
-        " WHERE `d`.`id` = `stg`.`orders`.`id`)"
+    assert mysql.delete_matching(copy, database="dst", keys_database="stg", keys_table="_moenv_d0") == (
+        "DELETE `dst`.`orders` FROM `stg`.`_moenv_d0` JOIN `dst`.`orders`"
+        " ON `stg`.`_moenv_d0`.`id` = `dst`.`orders`.`id`"
     )
-    assert mysql.delete_unmatched(copy, database="stg", keys_table="_moenv_k0") == (
-        "DELETE FROM `stg`.`orders` WHERE NOT EXISTS (SELECT 1 FROM `stg`.`_moenv_k0` AS `k`"
-        " WHERE `k`.`id` = `stg`.`orders`.`id`)"
+    assert mysql.delete_unmatched(copy, database="dst", keys_database="stg", keys_table="_moenv_k0") == (
+        "DELETE FROM `dst`.`orders` WHERE NOT EXISTS (SELECT 1 FROM `stg`.`_moenv_k0` AS `k`"
+        " WHERE `k`.`id` = `dst`.`orders`.`id`)"
     )
-    missing = mysql.missing_keys(copy, database="stg", keys_table="_moenv_k0")
+    missing = mysql.missing_keys(copy, database="dst", keys_database="stg", keys_table="_moenv_k0")
     assert missing.startswith(
-        "SELECT `s`.`id` FROM `stg`.`_moenv_k0` AS `s` WHERE NOT EXISTS (SELECT 1 FROM `stg`.`orders` AS `x`"
+        "SELECT `s`.`id` FROM `stg`.`_moenv_k0` AS `s` WHERE NOT EXISTS (SELECT 1 FROM `dst`.`orders` AS `x`"
         " WHERE `x`.`id` = `s`.`id`) AND "
     )
-    assert "EXISTS (SELECT 1 FROM `stg`.`customers` AS `p`" in missing  # the live integrity filter
+    assert "EXISTS (SELECT 1 FROM `dst`.`customers` AS `p`" in missing  # the live integrity filter, in the copy
+    [filter_] = copy.filters
+    narrowed = mysql.missing_keys(
+        copy, database="dst", keys_database="stg", keys_table="_moenv_k0", via=(filter_, "_moenv_d1")
+    )
+    assert narrowed.startswith(  # only the children of the parent's new rows, through the reference index
+        "SELECT DISTINCT `s`.`id` FROM `stg`.`_moenv_d1` AS `n` STRAIGHT_JOIN `stg`.`_moenv_k0` AS `s`"
+        " ON `n`.`id` = `s`.`customer_id` WHERE NOT EXISTS"
+    )
 
 
 def test_rows_are_fetched_by_key_lists_single_and_composite() -> None:

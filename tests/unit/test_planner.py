@@ -586,9 +586,9 @@ def test_render_text_lists_steps_on_request() -> None:
     assert "      3. create_table users: from SHOW CREATE TABLE users" in text
 
 
-def test_an_incremental_refresh_across_servers_streams_the_changes_of_watermarked_tables() -> None:
-    """In-place upserts read the source from the target's server, impossible across servers: a
-    rebuild in staging instead, whose watermarked tables stream only their changes (copy_changes)."""
+def test_an_incremental_refresh_across_servers_is_streamed_then_applied_in_place() -> None:
+    """The in-place statements cannot read the source from the target's server: what they need is
+    streamed first (the executor's business); the plan keeps the in-place shape and says so."""
     src = catalog(SRC, table("items", ("id", "name", "updated_at")), table("notes", ("id", "body")))
     fields: dict[str, Any] = {
         "refresh": {"every": "1h", "mode": "incremental", "fallback": "full"},
@@ -598,14 +598,11 @@ def test_an_incremental_refresh_across_servers_streams_the_changes_of_watermarke
     across = desired(target={"server": "other", "database": "dev_db"}, source=src, **fields)
     rec = record(applied=same, target=src).model_copy(update={"watermarks": {"items": "2024-05-01 10:00:00"}})
 
-    assert [s.kind for s in refresh_steps(same, rec)] == ["ledger_begin", "refresh_incremental", "ledger_commit"]
-    streamed = refresh_steps(across, rec)
-    rebuild = build_steps(across, rebuild=True)
-    assert [(s.kind, s.table) for s in streamed] == [
-        ("copy_changes" if (s.kind, s.table) == ("copy_rows", "items") else s.kind, s.table) for s in rebuild
-    ]
-    [changes] = [s for s in streamed if s.kind == "copy_changes"]
-    assert "changed since 2024-05-01 10:00:00 (by updated_at)" in changes.detail
-    # no stored watermark yet (the copy before this one had none): the table is copied whole
+    kinds = ["ledger_begin", "refresh_incremental", "ledger_commit"]
+    assert [s.kind for s in refresh_steps(same, rec)] == kinds
+    assert [s.kind for s in refresh_steps(across, rec)] == kinds
+    assert refresh_steps(across, rec)[1].detail.startswith("streamed from server default: the changed rows")
+    assert not refresh_steps(same, rec)[1].detail.startswith("streamed")
+    # no stored watermark yet (the copy before this one had none): a full rebuild
     unmarked = rec.model_copy(update={"watermarks": {}})
-    assert refresh_steps(across, unmarked) == rebuild
+    assert refresh_steps(across, unmarked) == build_steps(across, rebuild=True)

@@ -338,16 +338,19 @@ def delete_all(database: str, table: str) -> str:
     return f"DELETE FROM {qualified(database, table)}"
 
 
-# -- incremental refresh across servers (executor/apply.py copy_changes) -------------------------
+# -- incremental refresh across servers (executor/apply.py _refresh_streamed) -------------------
 #
-# Only what changed crosses the network: the rows whose watermark passed the stored one, and the
-# key (with the columns the integrity filters read) of every source row through `where`. The rest
-# of the new table is the current copy, taken over on the target server; the table is then swapped
-# in like any rebuilt one. Scratch tables live in the staging database, named by position.
+# The in-place statements of a same-server refresh read the source; across servers what they
+# need is streamed first into scratch tables in the staging database: the rows changed since the
+# stored watermark, and the key (with the columns the integrity filters read) of every source row
+# through `where`. Then, in one transaction on the target: changed rows replaced, vanished ones
+# deleted, rows that qualify again (a parent came back) fetched by key. Only changes and keys
+# cross the network.
 
 
 def scratch_table(kind: str, index: int, part: int | None = None) -> str:
-    """`_moenv_d3` (changed rows of table 3), `_moenv_k3` (its keys), `_moenv_m3_0` (rows it lacks)."""
+    """`_moenv_d3` (changed rows of table 3), `_moenv_k3` (its keys), `_moenv_m3_0` (rows it lacks,
+    round 0), `_moenv_w3` (a table copied whole)."""
     return f"_moenv_{kind}{index}" + (f"_{part}" if part is not None else "")
 
 
@@ -390,52 +393,74 @@ def source_keys(copy: TableCopy, *, into: str) -> TableCopy:
     )
 
 
+def whole_rows(copy: TableCopy, *, into: str) -> TableCopy:
+    """The stream of a table copied whole (no watermark, or no key), through `where`."""
+    return copy.model_copy(update={"target": into, "filters": (), "leak_check": False})
+
+
 def create_like(database: str, table: str, *, like_database: str, like_table: str) -> str:
     return f"CREATE TABLE {qualified(database, table)} LIKE {qualified(like_database, like_table)}"
 
 
 def create_keys_table(copy: TableCopy, database: str, table: str, *, like_database: str) -> list[str]:
-    """An empty table of key_columns (the copy's column types) with the key as primary key."""
+    """An empty table of key_columns (the copy's column types): the key as primary key, and an index
+    per reference, by which the children of newly copied parents are found (missing_keys)."""
     columns = ", ".join(quote_ident(c) for c in key_columns(copy))
     key = ", ".join(quote_ident(k) for k in copy.key)
+    indexes = sorted({", ".join(quote_ident(c) for c in f.columns) for f in copy.filters})
     return [
         f"CREATE TABLE {qualified(database, table)} AS SELECT {columns}"
         f" FROM {qualified(like_database, copy.target)} WHERE FALSE",
-        f"ALTER TABLE {qualified(database, table)} ADD PRIMARY KEY ({key})",
+        f"ALTER TABLE {qualified(database, table)} ADD PRIMARY KEY ({key})"
+        + "".join(f", ADD KEY ({columns})" for columns in indexes),
     ]
 
 
-def copy_within(copy: TableCopy, *, from_database: str, from_table: str, into_database: str) -> str:
-    """Rows of one table into the copy's table, on one server (the current copy, or loaded changes)."""
+def insert_loaded(copy: TableCopy, *, from_database: str, from_table: str, into_database: str) -> str:
+    """Loaded rows into the copy, through its live integrity filters against the parents there."""
     columns = ", ".join(quote_ident(c) for c in copy.columns)
-    return (
+    alias = quote_ident(SOURCE_ALIAS)
+    sql = (
         f"INSERT INTO {qualified(into_database, copy.target)} ({columns})"
-        f" SELECT {columns} FROM {qualified(from_database, from_table)}"
+        f" SELECT {', '.join(f'{alias}.{quote_ident(c)}' for c in copy.columns)}"
+        f" FROM {qualified(from_database, from_table)} AS {alias}"
     )
+    conditions = [integrity_condition(f, database=into_database, alias=alias) for f in copy.filters if not f.deferred]
+    return sql + (" WHERE " + " AND ".join(conditions) if conditions else "")
 
 
-def delete_matching(copy: TableCopy, *, database: str, keys_table: str) -> str:
-    """Rows of the copy whose key is in `keys_table` (the changed ones: replaced next).
-    Single-table DELETE with qualified columns (a DELETE by alias needs a default database on MariaDB)."""
+def delete_matching(copy: TableCopy, *, database: str, keys_database: str, keys_table: str) -> str:
+    """Rows of the copy whose key is in `keys_table` (the changed ones: replaced next). A multi-table
+    DELETE, driven by the few loaded rows (a WHERE EXISTS would scan the whole copy on MariaDB
+    10.x); the deleted table is named in full, not by alias (MariaDB wants a default database then)."""
     table = qualified(database, copy.target)
-    return (
-        f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {qualified(database, keys_table)} AS `d`"
-        f" WHERE {_key_match(copy, left='`d`', right=table)})"
-    )
+    keys = qualified(keys_database, keys_table)
+    return f"DELETE {table} FROM {keys} JOIN {table} ON {_key_match(copy, left=keys, right=table)}"
 
 
-def delete_unmatched(copy: TableCopy, *, database: str, keys_table: str) -> str:
+def delete_unmatched(copy: TableCopy, *, database: str, keys_database: str, keys_table: str) -> str:
     """Rows of the copy whose key is not in `keys_table` (deleted at the source, or out of `where`)."""
     table = qualified(database, copy.target)
     return (
-        f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM {qualified(database, keys_table)} AS `k`"
+        f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM {qualified(keys_database, keys_table)} AS `k`"
         f" WHERE {_key_match(copy, left='`k`', right=table)})"
     )
 
 
-def missing_keys(copy: TableCopy, *, database: str, keys_table: str) -> str:
+def missing_keys(
+    copy: TableCopy,
+    *,
+    database: str,
+    keys_database: str,
+    keys_table: str,
+    via: tuple[ParentFilter, str] | None = None,
+) -> str:
     """Keys of source rows the copy lacks that its live integrity filters let in: rows whose parent
-    qualifies again (their own watermark did not move). Rows kept out by a parent stay out."""
+    qualifies again (their own watermark did not move). Rows kept out by a parent stay out.
+
+    via: (a reference, a table of the parent's newly copied rows in keys_database): only the
+    children of those rows are looked at, found through the keys table's index on the reference.
+    """
     alias = quote_ident(SOURCE_ALIAS)
     key = ", ".join(f"{alias}.{quote_ident(k)}" for k in copy.key)
     conditions = [
@@ -443,7 +468,15 @@ def missing_keys(copy: TableCopy, *, database: str, keys_table: str) -> str:
         f" WHERE {_key_match(copy, left='`x`', right=alias)})",
         *(integrity_condition(f, database=database, alias=alias) for f in copy.filters if not f.deferred),
     ]
-    return f"SELECT {key} FROM {qualified(database, keys_table)} AS {alias} WHERE " + " AND ".join(conditions)
+    source = f"{qualified(keys_database, keys_table)} AS {alias}"
+    if via is not None:
+        filter_, newcomers = via
+        source = (
+            f"{qualified(keys_database, newcomers)} AS `n` STRAIGHT_JOIN {source}"
+            f" ON {_matches(filter_, child=alias, parent='`n`')}"
+        )
+        key = "DISTINCT " + key
+    return f"SELECT {key} FROM {source} WHERE " + " AND ".join(conditions)
 
 
 def rows_with_keys(copy: TableCopy, keys: Sequence[Sequence[object]], *, into: str) -> TableCopy:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -40,8 +40,10 @@ from moenv.resolve.estimate import restricted_tables
 
 Clock = Callable[[], datetime]
 
-MISSING_PER_STREAM = 2_000
-"""Keys per stream of the rows an incremental refresh across servers finds missing (an IN list)."""
+MISSING_LIMIT = 200_000
+"""Rows an incremental refresh across servers fetches by key list (rows that qualify again); more: --full."""
+MISSING_ROUNDS = 8
+"""Rounds of rows that qualify again through a self-reference (a manager's reports, theirs...)."""
 
 
 def utc_now() -> datetime:
@@ -214,7 +216,7 @@ class _Run:
         self.parallel = parallel
         self.cross: CrossServerCopy | None = None  # the target is on another server than the source
         self.orphans_removed: int | None = None
-        self.changes_only: set[str] = set()  # tables refreshed by their changes (copy_changes)
+        self.changes_only: set[str] = set()  # tables refreshed by their changes (incremental refresh)
 
     @property
     def desired(self) -> Desired:
@@ -228,7 +230,6 @@ class _Run:
             "prepare_staging": self.prepare_staging,
             "create_table": self.create_table,
             "copy_rows": self.copy_rows,
-            "copy_changes": self.copy_changes,
             "refresh_incremental": self.refresh_incremental,
             "delete_orphans": self.delete_orphans,
             "check_leaks": self.check_leaks,
@@ -555,66 +556,6 @@ class _Run:
                 self.conn.execute("SET SESSION unique_checks = 0")
         return self._copied(copy, rows, started)
 
-    def copy_changes(self, step: Step) -> int | None:
-        """Across servers, a table refreshed incrementally: the current copy is taken over on the
-        target server; only the rows changed since the stored watermark, the keys of the source's
-        rows (to drop vanished ones) and the rows that qualify again cross the network."""
-        copy = self._copy(step)
-        cross = self._cross()
-        since = (self.record.watermarks if self.record is not None else {}).get(copy.source)
-        if cross is None or since is None or copy.watermark is None or not copy.key:
-            return self.copy_rows(step)  # a plan made for another state: copy it whole
-        if copy.needs_salt:
-            self._salt_configured()
-        cross.wait(self._stream_progress, self._streamed)  # the tables streamed before, reported
-        started = time.monotonic()
-        self._remember_watermark(copy)  # before the changes are read: later ones come next time
-        staging, target = self.staging, self.desired.target.database
-        index = self.desired.tables.index(copy)
-        delta, keys = mysql.scratch_table("d", index), mysql.scratch_table("k", index)
-        scratch = [delta, keys]
-        try:
-            self.conn.execute(mysql.create_like(staging, delta, like_database=staging, like_table=copy.target))
-            for statement in mysql.create_keys_table(copy, staging, keys, like_database=staging):
-                self.conn.execute(statement)
-            cross.copy_now(
-                [mysql.changed_rows(copy, since, into=delta), mysql.source_keys(copy, into=keys)],
-                self._stream_progress,
-            )
-            self.conn.execute(
-                mysql.copy_within(copy, from_database=target, from_table=copy.target, into_database=staging),
-                doing=f"taking over the current rows of {copy.target}",
-            )
-            self.conn.execute(mysql.delete_matching(copy, database=staging, keys_table=delta))
-            self.conn.execute(mysql.delete_unmatched(copy, database=staging, keys_table=keys))
-            changed = self.conn.execute(
-                mysql.copy_within(copy, from_database=staging, from_table=delta, into_database=staging)
-            )
-            lacking = self.conn.query(mysql.missing_keys(copy, database=staging, keys_table=keys))
-            for part, first in enumerate(range(0, len(lacking), MISSING_PER_STREAM)):
-                name = mysql.scratch_table("m", index, part)
-                scratch.append(name)
-                self.conn.execute(mysql.create_like(staging, name, like_database=staging, like_table=delta))
-                chunk = lacking[first : first + MISSING_PER_STREAM]
-                cross.copy_now([mysql.rows_with_keys(copy, chunk, into=name)], self._stream_progress)
-                changed += self.conn.execute(
-                    mysql.copy_within(copy, from_database=staging, from_table=name, into_database=staging)
-                )
-        finally:
-            for name in scratch:
-                with contextlib.suppress(MoenvError):
-                    self.conn.execute(mysql.drop_table(staging, name))
-        cross.add_indexes(self.conn, copy)
-        self.changes_only.add(copy.target)
-        self.rows += changed
-        self.tables_done += 1
-        self.stats.append(
-            TableStat(
-                table=copy.target, rows=changed, method="incremental (stream)", seconds=time.monotonic() - started
-            )
-        )
-        return changed
-
     def _copied(self, copy: TableCopy, rows: int, started: float) -> int:
         """Count one copied table, and write progress to the ledger every few seconds (`moenv status`)."""
         self.rows += rows
@@ -740,6 +681,9 @@ class _Run:
         want = self.desired
         source, target = want.source.database, want.target.database
         assert self.record is not None
+        self.changes_only = {t.target for t in want.tables}  # rows counted: those that came in
+        if (cross := self._cross()) is not None:
+            return self._refresh_streamed(cross)
         self.watermarks = dict(self.record.watermarks)
         self._copy_session()
         if any(t.needs_salt for t in want.tables):
@@ -808,6 +752,169 @@ class _Run:
         finally:
             self.conn.execute("SET SESSION unique_checks = 0")
         return self.rows
+
+    def _refresh_streamed(self, cross: CrossServerCopy) -> int:
+        """refresh_incremental across servers: what the in-place statements would read from the
+        source is streamed first into the staging database (changed rows, keys, tables copied
+        whole), at one snapshot; then the same one transaction on the target."""
+        want = self.desired
+        target, scratch = want.target.database, self.staging
+        assert self.record is not None
+        since = dict(self.record.watermarks)
+        self.watermarks = dict(since)
+        if any(t.needs_salt for t in want.tables):
+            self._salt_configured()
+        self._copy_session()
+        self.conn.execute(mysql.drop_database(scratch))
+        self.conn.execute(mysql.create_database(scratch))
+        try:
+            parts: list[TableCopy] = []
+            for index, copy in enumerate(want.tables):
+                self._remember_watermark(copy)  # before the changes are read: later ones come next time
+                if self._by_changes(copy, since):
+                    delta, keys = mysql.scratch_table("d", index), mysql.scratch_table("k", index)
+                    # every table DDL now: inside the transaction it would commit it
+                    for name in (delta, *self._missing_tables(copy, index)):
+                        like = mysql.create_like(scratch, name, like_database=target, like_table=copy.target)
+                        self.conn.execute(like)
+                    for statement in mysql.create_keys_table(copy, scratch, keys, like_database=target):
+                        self.conn.execute(statement)
+                    parts.append(mysql.changed_rows(copy, since[copy.source], into=delta))
+                    parts.append(mysql.source_keys(copy, into=keys))
+                else:
+                    whole = mysql.scratch_table("w", index)
+                    self.conn.execute(mysql.create_like(scratch, whole, like_database=target, like_table=copy.target))
+                    parts.append(mysql.whole_rows(copy, into=whole))
+            cross.copy_now(parts, self._stream_progress)
+            self._merge_streamed(cross, since)
+        finally:
+            with contextlib.suppress(MoenvError):  # a failure's own error matters more; gc drops it too
+                self.conn.execute(mysql.drop_database(scratch))
+        return self.rows
+
+    def _by_changes(self, copy: TableCopy, since: Mapping[str, str]) -> bool:
+        return copy.watermark is not None and bool(copy.key) and copy.source in since
+
+    def _missing_tables(self, copy: TableCopy, index: int) -> list[str]:
+        """Scratch tables for the rows that qualify again: one per round (a self-reference may
+        bring rows whose own children qualify again in the next one)."""
+        rounds = MISSING_ROUNDS if any(f.parent == copy.target for f in copy.filters) else 1
+        return [mysql.scratch_table("m", index, part) for part in range(rounds)]
+
+    def _merge_streamed(self, cross: CrossServerCopy, since: Mapping[str, str]) -> None:
+        """The one transaction of a streamed incremental refresh (the loaded parts are in staging)."""
+        want = self.desired
+        target, scratch = want.target.database, self.staging
+        self.conn.execute("SET SESSION unique_checks = 1")  # rows go into live tables: every check stays on
+        self.conn.execute("START TRANSACTION")
+        try:
+            touched: set[str] = set()
+            newcomers: dict[str, list[str]] = {}  # target table → scratch tables of the rows copied in now
+            for index, copy in enumerate(want.tables):
+                started = time.monotonic()
+                if self._by_changes(copy, since):
+                    delta, keys = mysql.scratch_table("d", index), mysql.scratch_table("k", index)
+                    within = {"database": target, "keys_database": scratch}
+                    gone = self.conn.execute(
+                        mysql.delete_matching(copy, keys_table=delta, **within),
+                        doing=f"removing the changed rows of {copy.target}",
+                    )
+                    gone += self.conn.execute(
+                        mysql.delete_unmatched(copy, keys_table=keys, **within),
+                        doing=f"removing the rows of {copy.target} that left the source",
+                    )
+                    changed = self.conn.execute(
+                        mysql.insert_loaded(copy, from_database=scratch, from_table=delta, into_database=target),
+                        doing=f"copying the changed rows of {copy.source}",
+                    )
+                    if changed:
+                        newcomers[copy.target] = [delta]
+                    changed += self._fetch_missing(cross, copy, index, keys, newcomers)
+                    method = "incremental (streamed)"
+                else:
+                    whole = mysql.scratch_table("w", index)
+                    gone = self.conn.execute(mysql.delete_all(target, copy.target))
+                    changed = self.conn.execute(
+                        mysql.insert_loaded(copy, from_database=scratch, from_table=whole, into_database=target),
+                        doing=f"copying {copy.source}",
+                    )
+                    newcomers[copy.target] = [whole]
+                    method = "full (streamed)"
+                if gone:
+                    touched.add(copy.target)
+                self.rows += changed
+                self.tables_done += 1
+                self.stats.append(
+                    TableStat(table=copy.target, rows=changed, method=method, seconds=time.monotonic() - started)
+                )
+            filters = [(t, f) for t in want.tables for f in t.filters if f.deferred or f.parent in touched]
+            self._orphan_fixpoint(filters, target, probe=True)
+            for copy in want.tables:  # the rows that came in; the others were checked when they did
+                if copy.leak_check and copy.masked and newcomers.get(copy.target):
+                    self._check_streamed_leaks(cross, copy, newcomers[copy.target])
+            self.conn.execute("COMMIT")
+        except MoenvError:
+            with contextlib.suppress(MoenvError):  # a dead session rolled back already: keep the real error
+                self.conn.execute("ROLLBACK")
+            raise
+        finally:
+            self.conn.execute("SET SESSION unique_checks = 0")
+
+    def _fetch_missing(
+        self, cross: CrossServerCopy, copy: TableCopy, index: int, keys: str, newcomers: dict[str, list[str]]
+    ) -> int:
+        """Source rows that qualify again (their own watermark did not move): children of parent rows
+        copied in this refresh (`newcomers`), found by key through the keys table's reference
+        index, streamed by key list, inserted; repeated while a self-reference brings more. A
+        `where` with a subquery may let any row in again: then every key is compared."""
+        target, scratch = self.desired.target.database, self.staging
+        every_key = bool(copy.where and "SELECT" in copy.where.upper())
+        fetched = 0
+        for missing in self._missing_tables(copy, index):
+            if every_key:
+                statement = mysql.missing_keys(copy, database=target, keys_database=scratch, keys_table=keys)
+                found = {tuple(row) for row in self.conn.query(statement)}
+                every_key = False
+            else:
+                found = set()
+                for filter_ in copy.filters:
+                    for table in newcomers.get(filter_.parent, []):
+                        statement = mysql.missing_keys(
+                            copy, database=target, keys_database=scratch, keys_table=keys, via=(filter_, table)
+                        )
+                        found |= {tuple(row) for row in self.conn.query(statement)}
+            if not found:
+                break
+            if len(found) > MISSING_LIMIT:
+                raise CloneError(
+                    f"{len(found):,} rows of {copy.target} qualify again (their parents did): more than an"
+                    f" incremental refresh fetches by key ({MISSING_LIMIT:,})",
+                    table=copy.target,
+                    hint=f"refresh it fully: `moenv refresh {self.action.environment} --full`",
+                )
+            cross.copy_now([mysql.rows_with_keys(copy, sorted(found), into=missing)], self._stream_progress)
+            inserted = self.conn.execute(
+                mysql.insert_loaded(copy, from_database=scratch, from_table=missing, into_database=target),
+                doing=f"copying the rows of {copy.source} that qualify again",
+            )
+            fetched += inserted
+            newcomers.setdefault(copy.target, []).append(missing)
+            if not inserted:
+                break
+        return fetched
+
+    def _check_streamed_leaks(self, cross: CrossServerCopy, copy: TableCopy, tables: Sequence[str]) -> None:
+        """The leak check of the rows that came in (in their scratch tables): one load of the
+        source's values per masked column, counted against every scratch table."""
+        leaks = {c: n for c in copy.masked if (n := cross.count_leaks(copy, c, tables=tables))}
+        if leaks:
+            found = ", ".join(f"{copy.target}.{c}: {n:,} rows" for c, n in leaks.items())
+            raise CloneError(
+                f"leak check failed: masked values equal to source values remain ({found})",
+                environment=self.action.environment,
+                table=copy.target,
+                hint="make the mask change every value (e.g. moenv.email(email)); nothing was made visible",
+            )
 
     def _copy(self, step: Step) -> TableCopy:
         for copy in self.desired.tables:

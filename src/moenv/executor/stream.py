@@ -653,20 +653,22 @@ class CrossServerCopy:
 
     # -- leak check --------------------------------------------------------------------------
 
-    def count_leaks(self, copy: TableCopy, column: str) -> int:
+    def count_leaks(self, copy: TableCopy, column: str, *, tables: Sequence[str] = ()) -> int:
         """Rows of the copy whose masked `column` equals a value the source column holds.
 
         The source's values are streamed into a temporary table on the target with the column's
         own type and collation, and the same-server check runs there: memory stays on the
-        servers, equality is the column's collation, as on one server.
+        servers, equality is the column's collation, as on one server. `tables`: staging tables
+        of the copy's shape to count in instead of the copy's own (an incremental refresh's new rows).
         """
         target = self._target()
+        shaped = copy.model_copy(update={"target": tables[0]}) if tables else copy
         try:
-            shape = self._shape(target, copy)
+            shape = self._shape(target, shaped)
             index = [c.lower() for c in copy.columns].index(column.lower())
             load_column = shape.columns[index]
             target.execute(mysql.drop_leak_table(self.staging))
-            target.execute(mysql.create_leak_table(self.staging, copy.target, load_column.name))
+            target.execute(mysql.create_leak_table(self.staging, shaped.target, load_column.name))
             doing = f"loading the source values of {copy.target}.{column} for the leak check"
             if self.transport == "load":
                 try:
@@ -685,7 +687,11 @@ class CrossServerCopy:
                 head = mysql.insert_leak_values(load_column, database=self.staging).encode()
                 for data, _count in self._leak_chunks(copy, load_column, shape.key, insert=True):
                     target.execute_bytes(head + data, doing=doing)
-            return int(target.scalar(mysql.count_leaks_loaded(copy, load_column.name, database=self.staging)) or 0)
+            counted = [copy.model_copy(update={"target": t}) for t in tables] if tables else [copy]
+            return sum(
+                int(target.scalar(mysql.count_leaks_loaded(c, load_column.name, database=self.staging)) or 0)
+                for c in counted
+            )
         finally:
             with contextlib.suppress(DatabaseError):
                 target.execute(mysql.drop_leak_table(self.staging))

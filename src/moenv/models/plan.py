@@ -24,7 +24,6 @@ StepKind = Literal[
     "create_table",
     "copy_rows",
     "refresh_incremental",
-    "copy_changes",
     "delete_orphans",
     "check_leaks",
     "swap",

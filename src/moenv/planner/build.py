@@ -7,7 +7,7 @@ from datetime import datetime
 
 from moenv.engines.matrixone import Capabilities, is_matrixone
 from moenv.errors import ConflictError
-from moenv.models.desired import Desired, TableCopy
+from moenv.models.desired import Desired
 from moenv.models.ledger import LedgerRecord, staging_database
 from moenv.models.manifest import CONTENT_FIELDS, parse_duration
 from moenv.models.plan import (
@@ -144,32 +144,6 @@ def _matrixone_steps(desired: Desired, *, rebuild: bool, old_database: str | Non
     return tuple(steps)
 
 
-def _streamed_refresh_steps(desired: Desired, record: LedgerRecord) -> tuple[Step, ...]:
-    """Across servers: a rebuild in staging, swapped in like any other, whose tables with a known
-    watermark take over the current copy on the target server and stream only what changed
-    (in-place upserts would read the source from the target's server)."""
-    steps: list[Step] = []
-    for step in build_steps(desired, rebuild=True):
-        copy = next((t for t in desired.tables if t.target == step.table), None) if step.kind == "copy_rows" else None
-        if copy is None or not _streams_changes(copy, record):
-            steps.append(step)
-            continue
-        detail = (
-            f"rows of {copy.source} changed since {record.watermarks[copy.source]} (by {copy.watermark}),"
-            " the keys of the others and the rows that qualify again are streamed;"
-            f" the rest is the current {copy.target}, taken over on the target server"
-        )
-        steps.append(Step(kind="copy_changes", table=copy.target, detail=detail))
-    return tuple(steps)
-
-
-def _streams_changes(copy: TableCopy, record: LedgerRecord) -> bool:
-    """A table refreshed by its changes across servers: a watermark whose last value is known, a
-    key, and no masked key column (the target's keys must name the source's rows)."""
-    masked_key = any(c in copy.masked for c in (*copy.key, *(c for f in copy.filters for c in f.columns)))
-    return bool(copy.watermark and copy.key and copy.source in record.watermarks and not masked_key)
-
-
 def refresh_steps(desired: Desired, record: LedgerRecord, *, full: bool = False) -> tuple[Step, ...]:
     """Incremental (in place, one transaction) when the mode says so and every watermark is known; else full."""
     refresh = desired.manifest.spec.refresh
@@ -178,17 +152,24 @@ def refresh_steps(desired: Desired, record: LedgerRecord, *, full: bool = False)
         return build_steps(desired, rebuild=True)
     if is_matrixone(desired.source_engine):
         return build_steps(desired, rebuild=True)  # a re-clone: zero-copy for unchanged tables, atomic
-    if desired.source.server != desired.target.server:
-        return _streamed_refresh_steps(desired, record)
     if any(t.source not in record.watermarks for t in marked):
         return build_steps(desired, rebuild=True)  # the first refresh after a copy without watermarks
+    across = desired.source.server != desired.target.server
+    if across and any(c in t.masked for t in marked for f in t.filters for c in f.columns):
+        return build_steps(desired, rebuild=True)  # masked references cannot be matched on the target
     by_mark = ", ".join(f"{t.target} (by {t.watermark})" for t in marked) or "none"
     whole = ", ".join(t.target for t in desired.tables if not t.watermark) or "none"
+    how = (
+        f"streamed from server {desired.source.server}: the changed rows and the keys of the source's rows, then"
+        if across
+        else ""
+    )
     return (
         Step(kind="ledger_begin", detail=f"mark {desired.environment} building"),
         Step(
             kind="refresh_incremental",
-            detail=f"in one transaction: upsert changed rows, remove vanished ones: {by_mark}; copied whole: {whole}",
+            detail=f"{how} in one transaction: upsert changed rows, remove vanished ones: {by_mark};"
+            f" copied whole: {whole}".lstrip(),
         ),
         Step(kind="ledger_commit", detail=f"mark {desired.environment} ready with the new watermarks"),
     )
