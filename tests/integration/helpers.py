@@ -144,8 +144,10 @@ def source_statements(db: str) -> list[str]:
             FROM {d}.seq_1_to_{PAGE_VIEWS}""",
         f"""INSERT INTO {d}.page_views (user_id, url, viewed_at)
             SELECT user_id, url, viewed_at FROM {d}.page_views WHERE user_id = 2""",
+        # `seq % 2 = 1`, not a bare integer as the condition: MatrixOne 3.0 neither casts nor coerces
+        # INTEGER to BOOLEAN (docs.matrixorigin.cn/en/v26.3.0.9/MatrixOne/Reference/Data-Types/data-type-conversion/)
         f"""INSERT INTO {d}.`order` (`key`, `select`, `desc`)
-            SELECT seq, CONCAT('k', seq), IF(seq % 2, 'naïve “quotes” 🚀', NULL)
+            SELECT seq, CONCAT('k', seq), IF(seq % 2 = 1, 'naïve “quotes” 🚀', NULL)
             FROM {d}.seq_1_to_{ORDER_KEYWORD_ROWS}""",
         f"""CREATE VIEW {d}.order_totals AS
             SELECT o.id AS order_id, u.username, o.status, o.total

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 import pymysql
 import pytest
-from tests.support.dialect import ENGINES, matrixone_url
+from tests.support.dialect import ENGINES, engine_of, matrixone_url
 from tests.support.mariadb import connect
 
 from moenv.manifest.fragments import SET_SALT_SQL, parse_fragment, to_sql
@@ -493,9 +493,31 @@ def sample(server: Connection, db: str) -> str:
     return db
 
 
+@pytest.fixture(scope="module")
+def server_engine(server: Connection) -> str:
+    """`mariadb` or `matrixone`: which server this module's run is on (not named `engine`: that
+    fixture name makes tests/conftest.py parametrize a test by engine a second time)."""
+    with server.cursor() as cur:
+        cur.execute("SELECT version()")
+        (version,) = cur.fetchone() or ("",)
+    return engine_of(str(version))
+
+
 @pytest.mark.parametrize("text", EXPRESSIONS)
-def test_compiled_sql_computes_what_the_text_computes(server: Connection, sample: str, text: str) -> None:
+def test_compiled_sql_computes_what_the_text_computes(
+    server: Connection, server_engine: str, sample: str, text: str
+) -> None:
     fragment = parse_fragment(text, kind="mask")
+    if server_engine == "matrixone":
+        # Written for MySQL: MatrixOne lacks some of these functions (3.0 has no GREATEST, LEAST, RIGHT,
+        # SIGN, POW, TRUNCATE, QUOTE, BIT_COUNT, INET_ATON, …: matrixorigin/matrixone issues #24481,
+        # #24486). When the server refuses the text as written there is nothing to compare with.
+        with server.cursor() as cur:
+            try:
+                cur.execute(f"SELECT ({text}) FROM `{sample}`.sample")
+                cur.fetchall()
+            except pymysql.MySQLError as exc:
+                pytest.skip(f"MatrixOne does not evaluate {text!r} as written: {exc}")
     with server.cursor() as cur:
         # One statement, so NOW() and friends are the same instant on both sides.
         cur.execute(f"SELECT ({text}), {fragment.sql} FROM `{sample}`.sample ORDER BY id")

@@ -73,6 +73,48 @@ def test_generated_columns_checks_and_table_options_are_dropped() -> None:
     assert mo("ANALYZE TABLE d.a, d.b") == "SELECT 1"
 
 
+def test_secondary_indexes_lose_their_enum_columns() -> None:
+    ddl = (
+        "CREATE TABLE d.o (id INT UNSIGNED NOT NULL PRIMARY KEY, user_id INT UNSIGNED NOT NULL,"
+        " `status` ENUM('new','paid') NOT NULL DEFAULT 'new', kind enum('a','b') NULL,"
+        " KEY ix_user_status (user_id, `status`), UNIQUE KEY (kind), INDEX ix_user (user_id),"
+        " CONSTRAINT fk_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE) ENGINE=InnoDB"
+    )
+    assert mo(ddl) == (
+        "CREATE TABLE d.o (id INT UNSIGNED NOT NULL PRIMARY KEY, user_id INT UNSIGNED NOT NULL,"
+        " `status` ENUM('new','paid') NOT NULL DEFAULT 'new', kind enum('a','b') NULL,"
+        " KEY ix_user_status (user_id), INDEX ix_user (user_id),"
+        " CONSTRAINT fk_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE)"
+    )
+    without_enum = "CREATE TABLE d.p (id INT PRIMARY KEY, a INT, b INT, KEY ix_ab (a, b))"
+    assert mo(without_enum) == without_enum
+
+
+def test_the_fixture_shapes_matrixone_is_given() -> None:
+    """Forms the integration fixtures use, pinned: a JOIN of two series without ON (MatrixOne's
+    grammar makes the join condition optional: `join_table: table_reference inner_join table_factor
+    join_condition_opt`, pkg/sql/parsers/dialect/mysql/mysql_sql.y), interval arithmetic on
+    expressions, a self-referencing INSERT … SELECT, an ALTER TABLE … ADD CONSTRAINT … FOREIGN KEY."""
+    assert mo("INSERT INTO d.i SELECT o.seq, l.seq FROM d.seq_1_to_600 o JOIN d.seq_1_to_2 l") == (
+        "INSERT INTO d.i SELECT o.seq, l.seq FROM (SELECT result AS seq FROM generate_series(1, 600) g) o"
+        " JOIN (SELECT result AS seq FROM generate_series(1, 2) g) l"
+    )
+    assert mo("SELECT '2023-07-01' + INTERVAL seq * 12 HOUR + INTERVAL seq % 30 DAY FROM d.seq_1_to_4") == (
+        "SELECT CAST('2023-07-01' AS DATETIME) + INTERVAL seq * 12 HOUR + INTERVAL seq % 30 DAY"
+        " FROM (SELECT result AS seq FROM generate_series(1, 4) g) seq_4"
+    )
+    assert mo("SELECT '2024-04-01' + INTERVAL (seq % 20) MINUTE FROM d.seq_1_to_60") == (
+        "SELECT CAST('2024-04-01' AS DATETIME) + INTERVAL (seq % 20) MINUTE"
+        " FROM (SELECT result AS seq FROM generate_series(1, 60) g) seq_60"
+    )
+    for unchanged in (
+        "INSERT INTO d.a SELECT * FROM d.a WHERE at < '2024-04-01 00:05:00'",
+        "ALTER TABLE d.departments ADD CONSTRAINT fk_head FOREIGN KEY (head_id) REFERENCES employees (id)",
+        "CREATE DATABASE d",
+    ):
+        assert mo(unchanged) == unchanged
+
+
 def test_rows_digest_ignores_order_and_sees_every_value() -> None:
     assert rows_digest([(1, "a"), (2, None)]) == rows_digest([(2, None), (1, "a")])
     assert rows_digest([(1, "a")]) != rows_digest([(1, "b")])

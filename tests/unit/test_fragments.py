@@ -221,7 +221,8 @@ def test_helper_list() -> None:
         ),
         (
             "moenv.keep_last(card, 4)",
-            "CONCAT(REPEAT('x', GREATEST(CHAR_LENGTH(`card`) - 4, 0)), RIGHT(`card`, 4))",
+            "(CASE WHEN CHAR_LENGTH(`card`) > 4 THEN CONCAT(REPEAT('x', CHAR_LENGTH(`card`) - 4),"
+            " SUBSTRING(`card`, CHAR_LENGTH(`card`) - 4 + 1)) ELSE `card` END)",
         ),
         (
             "moenv.number(age, 18, 90)",

@@ -191,7 +191,13 @@ def _build_phone(args: Sequence[int]) -> str:
 
 def _build_keep_last(args: Sequence[int]) -> str:
     n = _int_in(args[0], 0, 65_535, "moenv.keep_last: n")
-    return f"CONCAT(REPEAT('x', GREATEST(CHAR_LENGTH({_VALUE}) - {n}, 0)), RIGHT({_VALUE}, {n}))"
+    # No GREATEST/RIGHT (MatrixOne 3.0 has neither) and no CHAR_LENGTH(v) - n below zero (an
+    # unsigned result on MatrixOne 4.x, an out-of-range error there): the CASE keeps both out.
+    length = f"CHAR_LENGTH({_VALUE})"
+    return (
+        f"(CASE WHEN {length} > {n} THEN CONCAT(REPEAT('x', {length} - {n}),"
+        f" SUBSTRING({_VALUE}, {length} - {n} + 1)) ELSE {_VALUE} END)"
+    )
 
 
 _NUMBER_LIMIT: Final = 2**62
