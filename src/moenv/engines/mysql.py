@@ -403,17 +403,24 @@ def create_like(database: str, table: str, *, like_database: str, like_table: st
 
 
 def create_keys_table(copy: TableCopy, database: str, table: str, *, like_database: str) -> list[str]:
-    """An empty table of key_columns (the copy's column types): the key as primary key, and an index
-    per reference, by which the children of newly copied parents are found (missing_keys)."""
+    """An empty table of key_columns (the copy's column types) with the key as primary key (loaded
+    in key order: appended); its reference indexes come after the load (index_keys_table)."""
     columns = ", ".join(quote_ident(c) for c in key_columns(copy))
     key = ", ".join(quote_ident(k) for k in copy.key)
-    indexes = sorted({", ".join(quote_ident(c) for c in f.columns) for f in copy.filters})
     return [
         f"CREATE TABLE {qualified(database, table)} AS SELECT {columns}"
         f" FROM {qualified(like_database, copy.target)} WHERE FALSE",
-        f"ALTER TABLE {qualified(database, table)} ADD PRIMARY KEY ({key})"
-        + "".join(f", ADD KEY ({columns})" for columns in indexes),
+        f"ALTER TABLE {qualified(database, table)} ADD PRIMARY KEY ({key})",
     ]
+
+
+def index_keys_table(copy: TableCopy, database: str, table: str) -> str | None:
+    """An index per reference of the loaded keys table, by which the children of newly copied
+    parents are found (missing_keys); built by sorting, after the load (cheaper, as for staging)."""
+    indexes = sorted({", ".join(quote_ident(c) for c in f.columns) for f in copy.filters})
+    if not indexes:
+        return None
+    return f"ALTER TABLE {qualified(database, table)} " + ", ".join(f"ADD KEY ({columns})" for columns in indexes)
 
 
 def insert_loaded(copy: TableCopy, *, from_database: str, from_table: str, into_database: str) -> str:

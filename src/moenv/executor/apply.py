@@ -786,6 +786,11 @@ class _Run:
                     self.conn.execute(mysql.create_like(scratch, whole, like_database=target, like_table=copy.target))
                     parts.append(mysql.whole_rows(copy, into=whole))
             cross.copy_now(parts, self._stream_progress)
+            for index, copy in enumerate(want.tables):
+                if self._by_changes(copy, since):
+                    indexing = mysql.index_keys_table(copy, scratch, mysql.scratch_table("k", index))
+                    if indexing is not None:
+                        self.conn.execute(indexing)
             self._merge_streamed(cross, since)
         finally:
             with contextlib.suppress(MoenvError):  # a failure's own error matters more; gc drops it too
