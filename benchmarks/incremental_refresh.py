@@ -99,15 +99,27 @@ def same_content(src_url: str, dst_url: str) -> bool:
     return sums(src_url, SOURCE) == sums(dst_url, TARGET)
 
 
-def timed_refresh(config: Config, *, full: bool) -> float:
+def received(url: str) -> int:
+    """Bytes the server has received from clients (LOAD DATA LOCAL payloads included)."""
+    conn = connect(url)
+    with conn.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE 'Bytes_received'")
+        (_, value) = cur.fetchone() or ("", 0)
+    conn.close()
+    return int(value)
+
+
+def timed_refresh(config: Config, target_url: str, *, full: bool) -> tuple[float, int]:
+    """Seconds of the refresh, and the bytes the target server received meanwhile."""
     plan = api.refresh_plan(config, ENV, full=full)
     kinds = {s.kind for a in plan.actions for s in a.steps}
     assert ("refresh_incremental" in kinds) != full, kinds  # the run measures what it says it does
+    before = received(target_url)
     started = time.perf_counter()
     result = api.apply(plan, config=config)
     seconds = time.perf_counter() - started
     assert result.ok, result.failed
-    return seconds
+    return seconds, received(target_url) - before
 
 
 def main() -> None:
@@ -151,10 +163,13 @@ def main() -> None:
         assert created.ok, created.failed
         create_seconds = time.perf_counter() - started
         times: dict[str, list[float]] = {"incremental": [], "full": []}
+        sent: dict[str, list[int]] = {"incremental": [], "full": []}
         for round_ in range(args.rounds):
             for kind in ("incremental", "full"):
                 change(source.url, args.rows, args.changed, 2 * round_ + (kind == "full"))
-                times[kind].append(timed_refresh(config, full=kind == "full"))
+                seconds, size = timed_refresh(config, target.url, full=kind == "full")
+                times[kind].append(seconds)
+                sent[kind].append(size)
                 assert same_content(source.url, target.url), f"round {round_} {kind}: the target differs"
         inc, full = statistics.median(times["incremental"]), statistics.median(times["full"])
         print(f"events {args.rows:,} rows of ~{args.payload} B payload (+ accounts {args.rows // 20:,}),"
@@ -163,6 +178,9 @@ def main() -> None:
         print(f"  incremental refresh: {inc:.2f} s  (runs {', '.join(f'{s:.2f}' for s in times['incremental'])})")
         print(f"  full refresh:        {full:.2f} s  (runs {', '.join(f'{s:.2f}' for s in times['full'])})")
         print(f"  full / incremental:  {full / inc:.2f}x   (every refresh checked: target = source)")
+        inc_mb, full_mb = statistics.median(sent["incremental"]) / 2**20, statistics.median(sent["full"]) / 2**20
+        print(f"  received by the target server: incremental {inc_mb:.1f} MiB, full {full_mb:.1f} MiB"
+              f" ({full_mb / inc_mb:.1f}x less)")
     finally:
         source.stop()
         target.stop()
