@@ -30,6 +30,7 @@ from tests.support.mariadb import Sandbox
 
 import moenv
 from moenv.clone import CloneProgress, CloneResult
+from moenv.engines import matrixone as mo
 from moenv.engines.mysql import lock_name
 from moenv.models.config import Config
 from moenv.models.ledger import holding_database, staging_database
@@ -755,6 +756,9 @@ def clone_with_retry(
 
 
 def test_retry_with_backoff_gets_through_a_transient_failure(guide: Guide, capsys: pytest.CaptureFixture[str]) -> None:
+    version = str(guide.scalar("SELECT version()"))
+    if guide.sandbox.engine == "matrixone" and not mo.Capabilities.from_text(version).get_lock:
+        pytest.skip(f"holds the environment's GET_LOCK, which MatrixOne has from 4.0; this server runs {version}")
     holder = guide.sandbox.connect()
     failures: list[str] = []
 
