@@ -19,6 +19,7 @@ from moenv.errors import ConfigError, ConflictError, DatabaseError, ManifestErro
 from moenv.executor.apply import ApplyResult, Clock, apply_plan, utc_now
 from moenv.executor.report import Reporter
 from moenv.live.catalog import read_catalogs, read_databases, read_target_shapes
+from moenv.live.check import Finding, engine_finding, source_findings, target_findings, unreachable
 from moenv.live.connection import connect
 from moenv.live.ledger import read_busy, read_events, read_ledger
 from moenv.live.matrixone import read_moenv_snapshots
@@ -193,6 +194,50 @@ def read_live(
                 busy = read_busy(conn, running, config.ledger_database)
             states[name] = ServerLive(name, ledger, databases, shapes, busy)
     return Live(states, config.ledger_database, unreachable=dict(unreachable or {}))
+
+
+@dataclass(frozen=True)
+class ServerRoles:
+    """What the loaded manifests ask of one server."""
+
+    sources: frozenset[str] = frozenset()  # source databases read there
+    targets: frozenset[str] = frozenset()  # environments whose target is there
+    streamed_from: bool = False  # a source of a copy to another server
+    streamed_to: bool = False  # a target of a copy from another server
+
+
+def check(
+    config: Config, paths: Sequence[Path] = (), *, variables: Mapping[str, str] | None = None
+) -> tuple[dict[str, ServerRoles], list[Finding]]:
+    """`moenv check`: every server the manifests use (every configured one without manifests),
+    probed the way an apply would use it. Findings of unreachable servers say so; nothing raises
+    for a server's sake."""
+    manifests = load(paths, variables=variables) if paths else []
+    roles: dict[str, ServerRoles] = {name: ServerRoles() for name in (config.servers if not manifests else ())}
+    for manifest in manifests:
+        body = manifest.spec.spec
+        source, target = body.source.server, body.target_server
+        config.server(source)
+        config.server(target)
+        across = source != target
+        was = roles.get(source, ServerRoles())
+        roles[source] = replace(
+            was, sources=was.sources | {body.source.database}, streamed_from=was.streamed_from or across
+        )
+        was = roles.get(target, ServerRoles())
+        roles[target] = replace(was, targets=was.targets | {manifest.name}, streamed_to=was.streamed_to or across)
+    findings: list[Finding] = []
+    for name, role in sorted(roles.items()):
+        try:
+            with connect(config.server(name)) as conn:
+                findings.append(engine_finding(conn))
+                if role.sources:
+                    findings += source_findings(conn, role.sources, streamed=role.streamed_from)
+                if role.targets or not manifests:
+                    findings += target_findings(conn, config.ledger_database, loads=role.streamed_to)
+        except DatabaseError as exc:
+            findings.append(unreachable(name, exc.message))
+    return roles, findings
 
 
 def plan(

@@ -21,7 +21,9 @@ from pydantic import ValidationError
 
 from moenv import __version__, api
 from moenv.cli.output import (
+    check_json,
     progress_reporter,
+    render_check,
     render_events,
     render_show,
     render_status,
@@ -341,6 +343,33 @@ def apply(
     result = _plan(state, paths, load_variables(var_pairs, var_files), options)
     click.echo(render_text(result))
     _run(state, result, yes=yes, check_revisions=False, parallel=parallel, jobs=jobs)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--var", "var_pairs", multiple=True, metavar="NAME=VALUE", help="Template variable (vars.NAME).")
+@click.option(
+    "--var-file",
+    "var_files",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="YAML file of template variables.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def check(
+    state: State, paths: tuple[Path, ...], var_pairs: tuple[str, ...], var_files: tuple[Path, ...], as_json: bool
+) -> None:
+    """Before the first apply: can moenv do what the manifests in PATHS need on each server?
+
+    Connects to every server they use (every configured one without PATHS), reads each source
+    database, creates and drops a probe database and takes a lock on each target server, reads
+    the ledger, and reports what would fail or be slow, with what to do. Exit 1 on a failure.
+    """
+    roles, findings = api.check(state.config, paths, variables=load_variables(var_pairs, var_files))
+    click.echo(json.dumps(check_json(roles, findings), indent=2) if as_json else render_check(roles, findings))
+    if any(f.level == "failure" for f in findings):
+        raise SystemExit(EXIT_ERROR)
 
 
 @cli.command()

@@ -21,7 +21,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from moenv.api import EnvironmentDetail, Status
+from moenv.api import EnvironmentDetail, ServerRoles, Status
+from moenv.live.check import Finding
 from moenv.models.ledger import Event
 from moenv.models.plan import Action, Step
 
@@ -265,4 +266,53 @@ def show_json(detail: EnvironmentDetail) -> dict[str, Any]:
     return {
         "environment": detail.record.model_dump(mode="json"),
         "tables": [vars(t) for t in detail.tables],
+    }
+
+
+_MARK = {"ok": "✓", "warning": "!", "failure": "✗"}
+
+
+def _roles_text(role: ServerRoles) -> str:
+    parts = []
+    if role.sources:
+        parts.append("source: " + ", ".join(sorted(role.sources)))
+    if role.targets:
+        parts.append("target of: " + ", ".join(sorted(role.targets)))
+    return "; ".join(parts) or "configured"
+
+
+def render_check(roles: dict[str, ServerRoles], findings: list[Finding]) -> str:
+    lines: list[str] = []
+    for server in sorted(roles):
+        lines.append(f"server {server}  ({_roles_text(roles[server])})")
+        mine = [f for f in findings if f.server == server]
+        width = max((len(f.check) for f in mine), default=0)
+        for finding in mine:
+            lines.append(f"  {_MARK[finding.level]} {finding.check.ljust(width)}  {finding.detail}".rstrip())
+            if finding.hint and finding.level != "ok":
+                lines.append(f"    {' ' * width}  → {finding.hint}")
+        lines.append("")
+    counts = {level: sum(1 for f in findings if f.level == level) for level in _MARK}
+    lines.append(
+        f"Checked {len(roles)} server(s): {counts['ok']} ok, {counts['warning']} warning(s),"
+        f" {counts['failure']} failure(s)."
+    )
+    return "\n".join(lines)
+
+
+def check_json(roles: dict[str, ServerRoles], findings: list[Finding]) -> dict[str, Any]:
+    return {
+        "servers": {
+            name: {
+                "sources": sorted(role.sources),
+                "targets": sorted(role.targets),
+                "findings": [
+                    {"check": f.check, "level": f.level, "detail": f.detail, "hint": f.hint}
+                    for f in findings
+                    if f.server == name
+                ],
+            }
+            for name, role in sorted(roles.items())
+        },
+        "ok": not any(f.level == "failure" for f in findings),
     }

@@ -19,6 +19,7 @@ def error_reasons(exc: MoenvError) -> tuple[str, ...]:
     """An error as a plan's reasons: its message, then its hint."""
     return (exc.message, *((f"hint: {exc.hint}",) if exc.hint else ()))
 
+
 def check_prune(loaded: Collection[str], options: PlanOptions) -> None:
     """`loaded`: every environment of the manifests given, selected or not."""
     if options.prune and not loaded:

@@ -1,0 +1,129 @@
+"""`moenv check`: each server probed the way an apply would use it, findings with what to do.
+
+Run against the session's server (once per engine) with root, then (MariaDB only) with users
+that lack privileges, a server that is down, and a copy to a second server.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import yaml
+from tests.integration.helpers import World, q
+from tests.support.mariadb import Sandbox
+
+from moenv import api
+from moenv.cli.main import main as cli_main
+from moenv.models.config import Config, Server
+
+
+@pytest.fixture
+def world(sandbox: Sandbox, tmp_path: Path) -> Iterator[World]:
+    with World.open(sandbox, tmp_path) as opened:
+        opened.build_source()
+        yield opened
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    for name in ("MOENV_URL", "MOENV_LEDGER", "MOENV_SALT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli_main(args)
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out + err
+
+
+def config_file(path: Path, servers: dict[str, str], ledger: str) -> Path:
+    path.write_text(json.dumps({"servers": {n: {"url": u} for n, u in servers.items()}, "ledger": ledger}))
+    return path
+
+
+def findings(config: Config, *paths: Path) -> dict[tuple[str, str], Any]:
+    _, found = api.check(config, paths)
+    return {(f.server, f.check): f for f in found}
+
+
+def test_a_capable_user_passes_every_check(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = world.manifest("dev")
+    config = config_file(tmp_path / "moenv.yaml", {"default": world.sandbox.url}, world.sandbox.ledger)
+
+    code, output = run(["--config", str(config), "check", str(path)], capsys, monkeypatch)
+
+    assert code == 0, output
+    assert f"✓ read {world.source}" in output and "7 tables, 2 views" in output
+    assert "✓ create databases" in output and "✓ environment locks" in output
+    assert "0 failure(s)" in output
+    assert [name for name in world.sandbox.databases() if "_moenv_check_" in name] == []  # the probe is gone
+    assert not world.exists(world.sandbox.ledger)  # checked, not created
+
+    code, output = run(["--config", str(config), "check", str(path), "--json"], capsys, monkeypatch)
+    report = json.loads(output)
+    assert code == 0 and report["ok"] is True
+    assert {f["level"] for f in report["servers"]["default"]["findings"]} == {"ok"}
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.mariadb_only("a server on a closed local port")
+def test_a_server_that_does_not_answer_is_a_failure_and_the_others_are_still_checked(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down = f"mysql://root@127.0.0.1:{_closed_port()}/"
+    config = config_file(tmp_path / "moenv.yaml", {"default": world.sandbox.url, "down": down}, world.sandbox.ledger)
+
+    code, output = run(["--config", str(config), "check"], capsys, monkeypatch)  # no manifests: every server
+
+    assert code == 1
+    assert "server down" in output and "✗ connect" in output and "→ check the URL" in output
+    assert "server default" in output and "✓ create databases" in output
+
+
+@pytest.mark.mariadb_only("MariaDB users and grants")
+def test_missing_privileges_are_named_with_the_grant_that_fixes_them(
+    world: World, second_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    user, password = f"chk_{world.sandbox.token}", secrets.token_hex(8)
+    s = q(world.source)
+    world.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
+    try:
+        world.execute(f"GRANT SELECT, SHOW VIEW ON {s}.* TO %s@'%%'", (user,))
+        world.execute(f"REVOKE SELECT ON {s}.* FROM %s@'%%'", (user,))
+        world.execute(f"GRANT SELECT ON {s}.users TO %s@'%%'", (user,))  # one table readable, the others not
+        host = world.sandbox.url.split("@", 1)[1]
+        limited = Server.from_url("default", f"mysql://{user}:{quote(password, safe='')}@{host}")
+        other = Server.from_url("other", second_sandbox.url)
+        config = Config(servers={"default": limited, "other": other}, ledger_database=world.sandbox.ledger)
+        here = world.manifest("here")  # source and target on the limited user's server
+        there = world.manifest("there", target=world.prefix + "there")
+        document = yaml.safe_load(there.read_text())
+        document["spec"]["target"]["server"] = "other"
+        there.write_text(json.dumps(document))
+
+        found = findings(config, here, there)
+
+        read = found[("default", f"read {world.source}")]
+        assert read.level == "failure"
+        assert "orders (1142)" in read.detail and "users" not in read.detail.split("cannot read ")[1]
+        assert read.hint == f"GRANT SELECT, SHOW VIEW ON {s}.* TO the moenv user"
+        assert found[("default", "create databases")].level == "failure"
+        assert "GRANT ALL ON the target databases" in (found[("default", "create databases")].hint or "")
+        snapshot = found[("default", "synchronized snapshot")]  # a source of a copy to another server
+        assert snapshot.level == "warning" and "RELOAD" in (snapshot.hint or "")
+        assert found[("other", "create databases")].level == "ok"
+        assert found[("other", "LOAD DATA LOCAL")].level == "ok"  # the private servers allow it
+    finally:
+        world.execute("DROP USER IF EXISTS %s@'%%'", (user,))
