@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from tests.integration.test_lifecycle import (
     incremental_spec,
     shop_statements,
 )
+from tests.reliability_support import CRASH_EXIT, Probe, Run, content, fork_cli, ledger_status, work_databases
 from tests.support.mariadb import Sandbox
 
 from moenv import api
@@ -213,3 +214,65 @@ def test_children_that_qualify_again_are_fetched_by_key(pair: Pair) -> None:
     # the one customer; its three orders and their six items (they qualify again), plus the rows
     # carrying the stored watermark, fetched again by `>=` (order 600 and its two items)
     assert (stats["customers"], stats["orders"], stats["items"]) == (1, 3 + 1, 6 + 2)
+
+
+def test_a_crash_at_any_statement_of_a_streamed_refresh_leaves_the_old_or_the_new_environment(pair: Pair) -> None:
+    """The refresh process is killed after its k-th statement on the target, for every k: readers
+    see the old environment (or, after the COMMIT, the new one), and the next apply converges
+    with nothing left over (staging, locks, unfinished ledger rows)."""
+    folder = pair.here.directory
+    (folder / "moenv.yaml").write_text(
+        json.dumps(
+            {
+                "servers": {"src": {"url": pair.here.sandbox.url}, "dst": {"url": pair.there.sandbox.url}},
+                "ledger": pair.here.sandbox.ledger,
+                "salt": "s1",
+            }
+        ),
+        encoding="utf-8",
+    )
+    path = pair.manifest("inc", **incremental_spec())
+    env, target = pair.here.env("inc"), pair.db("inc")
+    probe = Probe(pair.there.sandbox.url)
+
+    def cli(*args: str, crash_after: int | None = None, record: bool = False) -> Run:
+        return fork_cli(args, url=None, ledger=None, cwd=folder, crash_after=crash_after, record=record)
+
+    def touch(k: int) -> None:  # a change the refresh must bring: a customer renamed, its watermark moved
+        pair.here.execute(
+            f"UPDATE {q(pair.source)}.customers SET name = 'crash {k}', updated_at = NOW() WHERE id = {k % 150 + 1}"
+        )
+
+    assert cli("apply", str(path), "--yes").code == 0
+    refresh = ("refresh", env, str(path), "--yes")
+    touch(0)
+    recorded = cli(*refresh, crash_after=10**9, record=True)
+    assert recorded.code == 0, recorded
+    statements = recorded.statements
+    begin = statements.index("SET SESSION unique_checks = 1")  # the merge's transaction follows
+    commit = statements.index("COMMIT", begin)
+    assert any("NOT EXISTS" in s for s in statements[begin:commit])  # the streamed merge ran inside it
+
+    failures: list[str] = []
+    for k in range(1, len(statements) + 1):
+        label = f"crash after statement {k}/{len(statements)} ({statements[k - 1][:60]})"
+        old = content(probe, target)
+        touch(k)
+        run = cli(*refresh, crash_after=k)
+        seen = content(probe, target)
+        if run.code != CRASH_EXIT:
+            failures.append(f"{label}: not killed:\n{run}")
+        if k <= commit and seen != old:
+            failures.append(f"{label}: the target changed before the COMMIT")
+        recovery = cli("apply", str(path), "--yes")
+        if recovery.code != 0 or "Traceback" in recovery.output:
+            failures.append(f"{label}: the next apply failed:\n{recovery}")
+        if cli("plan", str(path), "--detailed-exitcode").code != 0:
+            failures.append(f"{label}: not converged after the next apply")
+        if leftovers := work_databases(probe, [env]):
+            failures.append(f"{label}: left {leftovers}")
+        unfinished = {n: s for n, s in ledger_status(probe, pair.here.sandbox.ledger).items() if s != "ready"}
+        if unfinished:
+            failures.append(f"{label}: ledger rows {unfinished}")
+    assert failures == [], "\n".join(failures)
+    assert pair.content(target) == pair.content(pair.fresh_copy("full", datetime.now(UTC)))
