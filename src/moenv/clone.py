@@ -229,6 +229,9 @@ class _ProgressReporter:
     def step_started(self, action: Action, step: Step) -> None:
         pass  # the guide's callbacks report finished steps
 
+    def rows_copied(self, action: Action, rows: int) -> None:
+        pass  # `get_clone_status(...).progress` reads the ledger's running count
+
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         self.callback(CloneProgress(action.environment, "step", action.op, step.kind, step.table, rows, seconds))
 

@@ -501,6 +501,10 @@ class ConcurrencyReporter:
         assert self.lock.acquire(blocking=False), "reports must reach the reporter one at a time"
         self.lock.release()
 
+    def rows_copied(self, action: Action, rows: int) -> None:
+        assert self.lock.acquire(blocking=False), "reports must reach the reporter one at a time"
+        self.lock.release()
+
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         assert self.lock.acquire(blocking=False), "reports must reach the reporter one at a time"
         self.lock.release()

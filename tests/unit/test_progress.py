@@ -77,3 +77,19 @@ def test_without_a_terminal_the_reporter_prints_plain_lines(monkeypatch: pytest.
     monkeypatch.setenv("TERM", "dumb")
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     assert type(progress_reporter(tagged=True)) is TerminalReporter
+
+
+def test_a_streams_running_count_moves_the_bar_and_never_counts_a_finished_table_twice() -> None:
+    action = create_action()
+    copy = next(s for s in action.steps if s.kind == "copy_rows" and s.table == "orders")
+    with LiveReporter(Console(file=io.StringIO(), force_terminal=True, width=100)) as reporter:
+        reporter.action_started(action)
+        reporter.rows_copied(action, 40)  # in flight
+        assert reporter.progress.tasks[0].completed == 40
+        reporter.step_finished(action, copy, rows=100, seconds=0.5)  # the table done: 100 in all
+        assert reporter.progress.tasks[0].completed == 100
+        reporter.rows_copied(action, 100)  # the stream's count includes that table: not added again
+        assert reporter.progress.tasks[0].completed == 100
+        reporter.rows_copied(action, 160)
+        assert reporter.progress.tasks[0].completed == 160
+        reporter.action_finished(action, error=None, seconds=1.0)

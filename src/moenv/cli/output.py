@@ -80,6 +80,9 @@ class TerminalReporter:
     def step_started(self, action: Action, step: Step) -> None:
         pass
 
+    def rows_copied(self, action: Action, rows: int) -> None:
+        pass  # logs get a line per finished table
+
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         if step.kind == "copy_rows":
             self.echo(f"{self._indent(action)}copied {step.table}: {rows or 0:,} rows in {seconds:.2f}s")
@@ -118,6 +121,8 @@ class LiveReporter(TerminalReporter):
             transient=True,
         )
         self.tasks: dict[str, TaskID] = {}
+        self.finished: dict[str, int] = {}  # rows of the finished copy steps, per environment
+        self.streamed: dict[str, int] = {}  # the running count of a cross-server stream
 
     def __enter__(self) -> LiveReporter:
         self.progress.start()
@@ -143,11 +148,24 @@ class LiveReporter(TerminalReporter):
             doing = _DOING.get(step.kind, step.kind.replace("_", " ")).format(table=step.table or "")
             self.progress.update(task, description=f"{action.op}: {doing}")
 
+    def rows_copied(self, action: Action, rows: int) -> None:
+        """A stream's running count (finished tables and those in flight): never below what the
+        finished steps reported."""
+        task = self.tasks.get(action.environment)
+        if task is not None:
+            self.streamed[action.environment] = max(self.streamed.get(action.environment, 0), rows)
+            self._show(action.environment, task)
+
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         super().step_finished(action, step, rows=rows, seconds=seconds)
         task = self.tasks.get(action.environment)
         if task is not None and step.kind == "copy_rows" and rows:
-            self.progress.advance(task, rows)
+            self.finished[action.environment] = self.finished.get(action.environment, 0) + rows
+            self._show(action.environment, task)
+
+    def _show(self, environment: str, task: TaskID) -> None:
+        done = max(self.finished.get(environment, 0), self.streamed.get(environment, 0))
+        self.progress.update(task, completed=done)
 
     def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None:
         task = self.tasks.pop(action.environment, None)

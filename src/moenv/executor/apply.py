@@ -510,6 +510,7 @@ class _Run:
         )
 
     def _stream_progress(self, in_flight: int) -> None:
+        self.out.rows_copied(self.action, self.rows + in_flight)
         if time.monotonic() - self.last_progress > 2:
             write_progress(
                 self.conn, self.ledger, self.action.environment, self.tables_done, self.rows + in_flight, self.clock()

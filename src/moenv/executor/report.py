@@ -14,6 +14,11 @@ class Reporter(Protocol):
 
     def step_started(self, action: Action, step: Step) -> None: ...
 
+    def rows_copied(self, action: Action, rows: int) -> None:
+        """While a cross-server copy streams: the environment's rows copied so far (finished tables
+        and those in flight), about twice a second."""
+        ...
+
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None: ...
 
     def action_finished(self, action: Action, *, error: str | None, seconds: float) -> None: ...
@@ -26,6 +31,9 @@ class SilentReporter:
         pass
 
     def step_started(self, action: Action, step: Step) -> None:
+        pass
+
+    def rows_copied(self, action: Action, rows: int) -> None:
         pass
 
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
@@ -46,6 +54,9 @@ class RecordingReporter:
 
     def step_started(self, action: Action, step: Step) -> None:
         pass  # the finished step is recorded, with its rows
+
+    def rows_copied(self, action: Action, rows: int) -> None:
+        pass
 
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         self.events.append(("step", action.environment, f"{step.kind}:{step.table or ''}:{rows}"))
@@ -68,6 +79,10 @@ class LockedReporter:
     def step_started(self, action: Action, step: Step) -> None:
         with self._lock:
             self.inner.step_started(action, step)
+
+    def rows_copied(self, action: Action, rows: int) -> None:
+        with self._lock:
+            self.inner.rows_copied(action, rows)
 
     def step_finished(self, action: Action, step: Step, *, rows: int | None, seconds: float) -> None:
         with self._lock:
