@@ -741,7 +741,7 @@ class _Run:
                     TableStat(table=copy.target, rows=changed, method=method, seconds=time.monotonic() - started)
                 )
             filters = [(t, f) for t in want.tables for f in t.filters if f.deferred or f.parent in touched]
-            self._orphan_fixpoint(filters, target)
+            self._orphan_fixpoint(filters, target, probe=True)  # a read-only probe first: most find none
             for copy in want.tables:
                 if copy.leak_check:
                     self._check_leaks(copy, target)
