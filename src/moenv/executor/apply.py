@@ -40,6 +40,8 @@ from moenv.resolve.estimate import restricted_tables
 
 Clock = Callable[[], datetime]
 
+PROGRESS_SECONDS = 2.0
+"""How often a running apply writes its progress (tables done, rows copied) to the ledger."""
 MISSING_LIMIT = 200_000
 """Rows an incremental refresh across servers fetches by key list (rows that qualify again); more: --full."""
 MISSING_ROUNDS = 8
@@ -511,7 +513,7 @@ class _Run:
 
     def _stream_progress(self, in_flight: int) -> None:
         self.out.rows_copied(self.action, self.rows + in_flight)
-        if time.monotonic() - self.last_progress > 2:
+        if time.monotonic() - self.last_progress > PROGRESS_SECONDS:
             write_progress(
                 self.conn, self.ledger, self.action.environment, self.tables_done, self.rows + in_flight, self.clock()
             )
@@ -564,7 +566,7 @@ class _Run:
         self.stats.append(
             TableStat(table=copy.target, rows=rows, method=copy.method, seconds=time.monotonic() - started)
         )
-        if time.monotonic() - self.last_progress > 2:
+        if time.monotonic() - self.last_progress > PROGRESS_SECONDS:
             write_progress(self.conn, self.ledger, self.action.environment, self.tables_done, self.rows, self.clock())
             self.last_progress = time.monotonic()
         return rows

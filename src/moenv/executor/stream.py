@@ -66,6 +66,8 @@ DEFAULT_TRANSPORT: Transport = "load"
 """LOAD DATA LOCAL of source-formatted lines; "insert" (multi-row INSERTs of source-formatted
 tuples) is the measured alternative (benchmarks/cross_server.py --transports)."""
 Progress = Callable[[int], None]
+PROGRESS_POLL = 0.5
+"""Seconds between two progress reports of the tables in flight (while `wait` waits)."""
 """Called about every half second while tables stream, with the rows sent by unfinished tables."""
 
 
@@ -421,7 +423,7 @@ class CrossServerCopy:
             if not pending:
                 break
             progress(sum(t.rows for t in pending))
-            pending[0].done.wait(0.5)
+            pending[0].done.wait(PROGRESS_POLL)
         failures = [t.error for t in self._tasks if t.error is not None and not isinstance(t.error, _StoppedError)]
         if failures:
             raise failures[0]
