@@ -99,6 +99,8 @@ def test_plan_detailed_exitcode_follows_terraform(world: World) -> None:
     before = world.cli("plan", "--detailed-exitcode", path.name)
     assert before.returncode == EXIT_PENDING, output(before)
     assert f"create {env}" in before.stdout
+    # a full copy of users: the columns that look personal are pointed out (nothing refused)
+    assert "! personal data? copied unmasked: users.username, users.email, users.display_name" in before.stdout
 
     applied = world.cli("apply", path.name)  # a create replaces nothing: no confirmation needed
     assert applied.returncode == 0, output(applied)

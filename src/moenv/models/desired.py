@@ -112,6 +112,8 @@ class Desired(_Value):
     constraints: bool = True
     source_engine: str | None = None
     """`SELECT version()` of the source server: the copy methods and the plan's steps depend on it."""
+    unmasked_personal: tuple[str, ...] = ()
+    """`table.column` copied with its source values whose name looks like personal data (resolve/personal.py)."""
 
     @property
     def table_names(self) -> tuple[str, ...]:

@@ -71,6 +71,11 @@ def render_action(action: Action, *, steps: bool = False) -> list[str]:
                 lines.append(f"    views: {', '.join(v.name for v in want.views)}")
             for view, reason in want.skipped_views:
                 lines.append(f"    skipped view {view}: {reason}")
+            if want.unmasked_personal:
+                lines.append(
+                    f"    ! personal data? copied unmasked: {', '.join(want.unmasked_personal)}"
+                    " (mask it, or leave it out with exclude_columns)"
+                )
     else:
         head += f"  {action.target_server}:{action.target_database}"
         lines.append(head)

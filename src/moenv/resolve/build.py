@@ -24,6 +24,7 @@ from moenv.manifest.fragments import Fragment, FragmentError, parse_fragment, to
 from moenv.models.catalog import Catalog, Table
 from moenv.models.desired import Desired, Endpoint, ParentFilter, TableCopy, ViewCopy
 from moenv.models.manifest import EnvironmentSpec, RuleSpec
+from moenv.resolve.personal import unmasked_personal
 
 Loc = tuple[str | int, ...]
 ProblemAt = Callable[[Loc, str], Problem]
@@ -384,7 +385,7 @@ def resolve_environment(
     for loc, message in engine_problems(spec, catalog, desired):
         problems.add(loc, message)
     problems.raise_if_any()
-    return desired
+    return desired.model_copy(update={"unmasked_personal": unmasked_personal(desired)})
 
 
 def _table_copy(

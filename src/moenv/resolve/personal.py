@@ -1,0 +1,106 @@
+"""Columns that look like personal data (or secrets) and are copied unmasked; pure.
+
+A name heuristic, on purpose: it reads no rows. A column is flagged when a word of its name
+(split at `_`, `-`, digits and camelCase), or two adjacent words written together, is one of
+PERSONAL_WORDS, or the name is one of PERSONAL_NAMES, and the copy keeps its source values:
+rows are copied (`data: full`), the column is not left out, and no mask rewrites it. The plan
+shows them; nothing is refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+from moenv.engines.base import quote_ident
+from moenv.models.desired import Desired
+
+PERSONAL_WORDS = frozenset(
+    {
+        # contact
+        "email",
+        "mail",
+        "phone",
+        "mobile",
+        "telephone",
+        "fax",
+        # names
+        "firstname",
+        "lastname",
+        "surname",
+        "fullname",
+        "username",
+        "forename",
+        # places
+        "address",
+        "street",
+        "zip",
+        "zipcode",
+        "postcode",
+        "postal",
+        # identity
+        "birth",
+        "birthday",
+        "birthdate",
+        "dob",
+        "ssn",
+        "passport",
+        "iban",
+        "ip",
+        "ipaddress",
+        # secrets
+        "password",
+        "passwd",
+        "secret",
+        "token",
+    }
+)
+PERSONAL_NAMES = frozenset(
+    {
+        "first_name",
+        "last_name",
+        "full_name",
+        "given_name",
+        "family_name",
+        "display_name",
+        "user_name",
+        "date_of_birth",
+        "national_id",
+        "tax_id",
+        "card_number",
+        "credit_card",
+        "cc_number",
+        "api_key",
+        "ip_address",
+        "tel",
+    }
+)
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
+
+
+def words(column: str) -> list[str]:
+    """`lastLoginIP` → [last, login, ip]; `contact_email2` → [contact, email]."""
+    return [w.lower() for w in _WORD.findall(column)]
+
+
+def looks_personal(column: str) -> bool:
+    """A word of the name, or two adjacent ones written together (`lastName`, `ip_address`), is personal."""
+    name = column.lower()
+    split = words(column)
+    pairs = [a + b for a, b in itertools.pairwise(split)]
+    return name in PERSONAL_NAMES or any(word in PERSONAL_WORDS for word in (*split, *pairs))
+
+
+def unmasked_personal(desired: Desired) -> tuple[str, ...]:
+    """`table.column` of every copied column that looks personal and keeps its source values."""
+    if desired.manifest.spec.data != "full":
+        return ()
+    found: list[str] = []
+    for table in desired.tables:
+        if not table.with_data:
+            continue
+        for column, select in zip(table.columns, table.select, strict=True):
+            # unmasked: its SELECT is the column itself (as engines/plan_methods.py reads a mask)
+            if select == quote_ident(column) and looks_personal(column):
+                found.append(f"{table.target}.{column}")
+    return tuple(found)
