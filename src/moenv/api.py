@@ -7,6 +7,7 @@ desired → (live state) plan → apply. Nothing here prints.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +38,7 @@ from moenv.planner.gc import build_gc_plan
 from moenv.planner.policy import error_reasons
 from moenv.resolve import resolve_environment
 from moenv.resolve.estimate import count_statements, with_counts
+from moenv.resolve.scaffold import scaffold
 
 
 def current_config(path: Path | None = None) -> Config:
@@ -194,6 +196,24 @@ def read_live(
                 busy = read_busy(conn, running, config.ledger_database)
             states[name] = ServerLive(name, ledger, databases, shapes, busy)
     return Live(states, config.ledger_database, unreachable=dict(unreachable or {}))
+
+
+def scaffold_manifest(config: Config, server: str, database: str, *, name: str, target: str) -> tuple[str, int]:
+    """`moenv init`: the text of a first manifest copying `database` whole, columns that look
+    personal masked, and how many are; checked by resolving it against the catalog it came from."""
+    with connect(config.server(server), read_only=True) as conn:
+        catalog = read_catalogs(conn, [database])[database]
+    if not catalog.exists:
+        raise ConflictError(
+            f"database {database!r} does not exist on server {server!r}", hint="name a database of the source server"
+        )
+    text, masked = scaffold(catalog, name=name, target=target, server=server, today=datetime.now(UTC).date())
+    with tempfile.TemporaryDirectory(prefix="moenv-init-") as folder:
+        draft = Path(folder) / f"{name}.yaml"
+        draft.write_text(text, encoding="utf-8")
+        [manifest] = load([draft])
+        resolve_environment(manifest.spec, catalog, problem=manifest.problem)  # the masks compile and fit
+    return text, masked
 
 
 @dataclass(frozen=True)

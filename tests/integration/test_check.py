@@ -127,3 +127,60 @@ def test_missing_privileges_are_named_with_the_grant_that_fixes_them(
         assert found[("other", "LOAD DATA LOCAL")].level == "ok"  # the private servers allow it
     finally:
         world.execute("DROP USER IF EXISTS %s@'%%'", (user,))
+
+
+# -- moenv init ---------------------------------------------------------------------------------------
+
+
+def test_init_writes_a_manifest_whose_masks_pass_the_leak_check(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = config_file(tmp_path / "moenv.yaml", {"default": world.sandbox.url}, world.sandbox.ledger)
+    out = tmp_path / "environments" / "dev.yaml"
+    name = world.env("dev")
+    args = ["--config", str(config), "init", world.source, "--name", name, "--target", world.target, "-o", str(out)]
+
+    code, output = run(args, capsys, monkeypatch)
+
+    assert code == 0, output
+    assert "3 column(s) masked" in output and "MOENV_SALT" in output
+    rules = yaml.safe_load(out.read_text())["spec"]["rules"]
+    assert rules == {
+        "users": {
+            "mask": {
+                "username": "CONCAT('username_', id)",  # unique
+                "email": "moenv.email(email)",
+                "display_name": "moenv.name(display_name)",
+            }
+        }
+    }
+    code, output = run(args, capsys, monkeypatch)
+    assert code == 1 and "exists; nothing written" in output  # never overwritten without --force
+
+    salted = Config(
+        servers={"default": Server.from_url("default", world.sandbox.url)},
+        ledger_database=world.sandbox.ledger,
+        salt="init-test",
+    )
+    plan = api.plan([out], config=salted)
+    [action] = plan.actions
+    assert action.desired.unmasked_personal == ()  # nothing left for the plan to point out
+    result = api.apply(plan, config=salted)
+    assert result.ok, result.failed  # the leak checks passed on real rows
+    leaked = world.query(
+        f"SELECT COUNT(*) FROM {q(world.target)}.users t JOIN {q(world.source)}.users s"
+        " ON t.email = s.email OR t.username = s.username"
+    )
+    assert leaked == [(0,)]
+    names = world.query(f"SELECT DISTINCT LEFT(display_name, 5) FROM {q(world.target)}.users")
+    assert set(names) <= {("Name-",), (None,)}
+
+
+def test_init_of_a_database_that_does_not_exist_says_so(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = config_file(tmp_path / "moenv.yaml", {"default": world.sandbox.url}, world.sandbox.ledger)
+    out = tmp_path / "x.yaml"
+    code, output = run(["--config", str(config), "init", world.prefix + "nowhere", "-o", str(out)], capsys, monkeypatch)
+    assert code == 1 and "does not exist" in output and "Traceback" not in output
+    assert not out.exists()

@@ -346,6 +346,43 @@ def apply(
 
 
 @cli.command()
+@click.argument("database")
+@click.option("--server", default="default", show_default=True, help="The source server (a name in moenv.yaml).")
+@click.option("--name", "env_name", default="dev", show_default=True, help="The environment's name.")
+@click.option("--target", help="The target database (default: <name>_db).")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    help="Where to write the manifest (default: environments/<name>.yaml).",
+)
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+@click.pass_obj
+def init(
+    state: State, database: str, server: str, env_name: str, target: str | None, out: Path | None, force: bool
+) -> None:
+    """Write a first manifest copying DATABASE, with a mask for every column that looks personal.
+
+    Reads the source catalog (no rows), picks a mask per column that fits its type and indexes
+    (pseudonyms, NULL, a key-based value for unique columns, a date shift for birth dates), checks
+    that the manifest resolves, and writes it for you to review before `moenv plan`.
+    """
+    path = out or Path("environments") / f"{env_name}.yaml"
+    if path.exists() and not force:
+        raise ConflictError(f"{path} exists; nothing written", hint="choose another --out, or --force to replace it")
+    text, masked = api.scaffold_manifest(
+        state.config, server, database, name=env_name, target=target or f"{env_name.replace('-', '_')}_db"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"Wrote {path}: {database} copied whole, {masked} column(s) masked.")
+    if masked:
+        click.echo("The masks use moenv.* helpers: set MOENV_SALT (or salt: in moenv.yaml) before applying.")
+    click.echo(f"Review it, then: moenv plan {path}")
+
+
+@cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--var", "var_pairs", multiple=True, metavar="NAME=VALUE", help="Template variable (vars.NAME).")
 @click.option(
