@@ -23,6 +23,7 @@ from tests.support.mariadb import Sandbox
 
 from moenv import api
 from moenv.errors import ConflictError, ManifestError
+from moenv.executor import apply as apply_module
 from moenv.executor.apply import ApplyResult
 from moenv.models.config import Config, Server
 from moenv.models.plan import Create, Delete, Plan, PlanOptions, Rebuild, Refresh
@@ -896,3 +897,38 @@ def test_history_lists_create_refresh_and_delete_with_result_rows_and_duration(l
     assert f"{copied:,}" in create
     assert any(" refresh " in line and "succeeded" in line and "0.0s" in line for line in lines)
     assert any(" delete " in line and "succeeded" in line for line in lines)
+
+
+@pytest.mark.mariadb_only("InnoDB's row locks under READ COMMITTED (test_safety.py shows the copies take none)")
+def test_an_incremental_refresh_never_locks_a_source_row(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the refresh's transaction is open on the target (its changes made, not yet committed),
+    a production UPDATE of a source row it read goes through at once: reading the source from a
+    DELETE … WHERE [NOT] EXISTS (SELECT … FROM source) would hold shared locks on those rows
+    until the COMMIT (measured on MariaDB 10.11: a lock-wait timeout)."""
+    path = lab.manifest("inc", **incremental_spec())
+    lab.converge([path], T0)
+    change_source(lab, SOURCE_CHANGES)
+    plan = lab.plan([path], at(hours=24))
+    assert [s.kind for s in only(plan).steps] == ["ledger_begin", "refresh_incremental", "ledger_commit"]
+    outcomes: list[str] = []
+    original = apply_module._Run._orphan_fixpoint
+
+    def update_the_source_meanwhile(run: Any, *args: Any, **kwargs: Any) -> int:
+        writer = lab.world.sandbox.connect()
+        try:
+            with writer.cursor() as cursor:
+                cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+                for table, key in (("customers", "id = 5"), ("orders", "id = 10"), ("items", "order_id = 11")):
+                    try:
+                        cursor.execute(f"UPDATE {q(lab.source)}.{table} SET updated_at = updated_at WHERE {key}")
+                        outcomes.append(f"{table}: written")
+                    except pymysql.MySQLError as exc:
+                        outcomes.append(f"{table}: {exc.args[0]}")
+        finally:
+            writer.close()
+        return int(original(run, *args, **kwargs))
+
+    monkeypatch.setattr(apply_module._Run, "_orphan_fixpoint", update_the_source_meanwhile)
+    lab.apply(plan, at(hours=24))
+
+    assert outcomes == ["customers: written", "orders: written", "items: written"]

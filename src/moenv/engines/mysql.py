@@ -285,67 +285,19 @@ def _key_match(copy: TableCopy, *, left: str, right: str) -> str:
     return " AND ".join(f"{left}.{quote_ident(k)} = {right}.{quote_ident(k)}" for k in copy.key)
 
 
-def delete_changed(copy: TableCopy, *, source_database: str, target_database: str) -> str:
-    """Target rows whose source row changed since the stored watermark (the one `%s` parameter):
-    removed, to be inserted again through the filters (a changed row may no longer qualify).
-    `>=`, not `>`: a row committed in the same instant as the stored maximum is caught."""
-    assert copy.watermark is not None
-    target = qualified(target_database, copy.target)
-    alias = quote_ident(SOURCE_ALIAS)
-    match = _key_match(copy, left=alias, right=target)
-    head = (
-        f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {qualified(source_database, copy.source)} AS {alias}"
-        f" WHERE {match} AND {alias}.{quote_ident(copy.watermark)} >= "
-    )
-    return _placeholder_safe(head) + "%s)"
-
-
-def insert_changed(copy: TableCopy, *, source_database: str, target_database: str) -> str:
-    """Source rows changed (or added) since the stored watermark (the `%s` parameter), through the filters."""
-    assert copy.watermark is not None
-    alias = quote_ident(SOURCE_ALIAS)
-    head = insert_select(_live_filters(copy), source_database=source_database, into_database=target_database)
-    joiner = " AND " if " WHERE " in head else " WHERE "
-    return _placeholder_safe(head + joiner) + f"{alias}.{quote_ident(copy.watermark)} >= %s"
-
-
-def insert_missing(copy: TableCopy, *, source_database: str, target_database: str) -> str:
-    """Every qualifying source row the target lacks: rows that changed, and rows that qualify again
-    because a parent did (a child whose own watermark did not move)."""
-    alias = quote_ident(SOURCE_ALIAS)
-    head = insert_select(_live_filters(copy), source_database=source_database, into_database=target_database)
-    joiner = " AND " if " WHERE " in head else " WHERE "
-    target = qualified(target_database, copy.target)
-    return f"{head}{joiner}NOT EXISTS (SELECT 1 FROM {target} AS `x` WHERE {_key_match(copy, left='`x`', right=alias)})"
-
-
-def _live_filters(copy: TableCopy) -> TableCopy:
-    return copy.model_copy(update={"filters": tuple(f for f in copy.filters if not f.deferred)})
-
-
-def delete_vanished(copy: TableCopy, *, source_database: str, target_database: str) -> str:
-    """Target rows whose key no longer has a source row (deleted, or no longer matching `where`)."""
-    target = qualified(target_database, copy.target)
-    alias = quote_ident(SOURCE_ALIAS)
-    match = " AND ".join(f"{alias}.{quote_ident(k)} = {target}.{quote_ident(k)}" for k in copy.key)
-    if copy.where:
-        match += f" AND {copy.where}"
-    source = qualified(source_database, copy.source)
-    return f"DELETE FROM {target} WHERE NOT EXISTS (SELECT 1 FROM {source} AS {alias} WHERE {match})"
-
-
 def delete_all(database: str, table: str) -> str:
     return f"DELETE FROM {qualified(database, table)}"
 
 
-# -- incremental refresh across servers (executor/apply.py _refresh_streamed) -------------------
+# -- incremental refresh (executor/apply.py refresh_incremental) ---------------------------------
 #
-# The in-place statements of a same-server refresh read the source; across servers what they
-# need is streamed first into scratch tables in the staging database: the rows changed since the
-# stored watermark, and the key (with the columns the integrity filters read) of every source row
-# through `where`. Then, in one transaction on the target: changed rows replaced, vanished ones
-# deleted, rows that qualify again (a parent came back) fetched by key. Only changes and keys
-# cross the network.
+# What a refresh reads of the source is first copied into scratch tables in the staging database
+# (INSERT … SELECT on one server: a consistent read at READ COMMITTED; a stream across servers):
+# the rows changed since the stored watermark, and the key (with the columns the integrity
+# filters read) of every source row through `where`. Then, in one transaction on the target, only
+# staging and the target are read: changed rows replaced, vanished ones deleted, rows that qualify
+# again (a parent came back) fetched by key. A DELETE … WHERE [NOT] EXISTS (SELECT … FROM source)
+# would hold shared locks on the source rows it read until the COMMIT.
 
 
 def scratch_table(kind: str, index: int, part: int | None = None) -> str:
@@ -369,7 +321,8 @@ def value_literal(value: object) -> str:
 
 
 def changed_rows(copy: TableCopy, since: str, *, into: str) -> TableCopy:
-    """The stream of the rows changed since `since` (the stored watermark; `>=`, as in delete_changed)."""
+    """The rows changed since `since`, the stored watermark: `>=`, so that a row committed in the same
+    instant as the stored maximum (read before the changes) is not lost."""
     assert copy.watermark is not None
     mark = f"{quote_ident(SOURCE_ALIAS)}.{quote_ident(copy.watermark)} >= {value_literal(since)}"
     where = f"({copy.where}) AND {mark}" if copy.where else mark
@@ -439,7 +392,8 @@ def insert_loaded(copy: TableCopy, *, from_database: str, from_table: str, into_
 def delete_matching(copy: TableCopy, *, database: str, keys_database: str, keys_table: str) -> str:
     """Rows of the copy whose key is in `keys_table` (the changed ones: replaced next). A multi-table
     DELETE, driven by the few loaded rows (a WHERE EXISTS would scan the whole copy on MariaDB
-    10.x); the deleted table is named in full, not by alias (MariaDB wants a default database then)."""
+    10.x); the deleted table is named in full, not by alias (MariaDB wants a default database then).
+    It reads staging, never the source."""
     table = qualified(database, copy.target)
     keys = qualified(keys_database, keys_table)
     return f"DELETE {table} FROM {keys} JOIN {table} ON {_key_match(copy, left=keys, right=table)}"
