@@ -1,8 +1,10 @@
 """Incremental refresh across servers against a full one, same data, same run.
 
     python benchmarks/incremental_refresh.py [--rows 500000] [--payload 150] [--changed 0.01] [--rounds 3]
+                                             [--same-server]
 
-Starts two private MariaDB servers (tests/support/mariadb.py). The source holds accounts
+Starts two private MariaDB servers (tests/support/mariadb.py); with --same-server, one, which
+holds both the source and the environment. The source holds accounts
 (rows/20) and events (--rows, FK to accounts, a watermark column, a text of about --payload
 bytes); the environment copies both
 to the other server with `refresh: {mode: incremental}` and a mask. Each round changes
@@ -128,9 +130,11 @@ def main() -> None:
     parser.add_argument("--payload", type=int, default=150)
     parser.add_argument("--changed", type=float, default=0.01)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--same-server", action="store_true", help="source and environment on one server")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="moenv-incbench-"))
-    source, target = PrivateMariaDB.start(base / "src"), PrivateMariaDB.start(base / "dst")
+    source = PrivateMariaDB.start(base / "src")
+    target = source if args.same_server else PrivateMariaDB.start(base / "dst")
     try:
         build_source(source.url, args.rows, args.payload)
         config = Config(
@@ -147,7 +151,7 @@ def main() -> None:
                     "metadata": {"name": ENV},
                     "spec": {
                         "source": {"server": "src", "database": SOURCE},
-                        "target": {"server": "dst", "database": TARGET},
+                        "target": {"server": "src" if args.same_server else "dst", "database": TARGET},
                         "rules": {
                             "accounts": {"watermark": "updated_at", "mask": {"email": "moenv.email(email)"}},
                             "events": {"watermark": "updated_at"},
@@ -178,12 +182,14 @@ def main() -> None:
         print(f"  incremental refresh: {inc:.2f} s  (runs {', '.join(f'{s:.2f}' for s in times['incremental'])})")
         print(f"  full refresh:        {full:.2f} s  (runs {', '.join(f'{s:.2f}' for s in times['full'])})")
         print(f"  full / incremental:  {full / inc:.2f}x   (every refresh checked: target = source)")
-        inc_mb, full_mb = statistics.median(sent["incremental"]) / 2**20, statistics.median(sent["full"]) / 2**20
-        print(f"  received by the target server: incremental {inc_mb:.1f} MiB, full {full_mb:.1f} MiB"
-              f" ({full_mb / inc_mb:.1f}x less)")
+        if not args.same_server:
+            inc_mb, full_mb = statistics.median(sent["incremental"]) / 2**20, statistics.median(sent["full"]) / 2**20
+            print(f"  received by the target server: incremental {inc_mb:.1f} MiB, full {full_mb:.1f} MiB"
+                  f" ({full_mb / inc_mb:.1f}x less)")
     finally:
         source.stop()
-        target.stop()
+        if target is not source:
+            target.stop()
 
 
 if __name__ == "__main__":
