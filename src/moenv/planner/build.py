@@ -162,7 +162,7 @@ def refresh_steps(desired: Desired, record: LedgerRecord, *, full: bool = False)
     how = (
         f"streamed from server {desired.source.server}: the changed rows and the keys of the source's rows, then"
         if across
-        else ""
+        else "the changed rows and the keys of the source's rows read into staging (no source lock), then"
     )
     return (
         Step(kind="ledger_begin", detail=f"mark {desired.environment} building"),
