@@ -61,14 +61,14 @@ class Pair:
     def db(self, short: str) -> str:
         return self.here.prefix + short
 
-    def manifest(self, short: str, **spec: Any) -> Path:
+    def manifest(self, short: str, *, target_server: str = "dst", **spec: Any) -> Path:
         document = {
             "apiVersion": "moenv/v1",
             "kind": "Environment",
             "metadata": {"name": self.here.env(short)},
             "spec": {
                 "source": {"server": "src", "database": self.source},
-                "target": {"server": "dst", "database": self.db(short)},
+                "target": {"server": target_server, "database": self.db(short)},
                 **spec,
             },
         }
@@ -216,10 +216,14 @@ def test_children_that_qualify_again_are_fetched_by_key(pair: Pair) -> None:
     assert (stats["customers"], stats["orders"], stats["items"]) == (1, 3 + 1, 6 + 2)
 
 
-def test_a_crash_at_any_statement_of_a_streamed_refresh_leaves_the_old_or_the_new_environment(pair: Pair) -> None:
+@pytest.mark.parametrize("where", ["across", "same"])
+def test_a_crash_at_any_statement_of_an_incremental_refresh_leaves_the_old_or_the_new_environment(
+    pair: Pair, where: str
+) -> None:
     """The refresh process is killed after its k-th statement on the target, for every k: readers
     see the old environment (or, after the COMMIT, the new one), and the next apply converges
-    with nothing left over (staging, locks, unfinished ledger rows)."""
+    with nothing left over (staging, locks, unfinished ledger rows). `same`: the environment on
+    the source's server (staging filled by INSERT … SELECT instead of a stream)."""
     folder = pair.here.directory
     (folder / "moenv.yaml").write_text(
         json.dumps(
@@ -231,9 +235,9 @@ def test_a_crash_at_any_statement_of_a_streamed_refresh_leaves_the_old_or_the_ne
         ),
         encoding="utf-8",
     )
-    path = pair.manifest("inc", **incremental_spec())
+    path = pair.manifest("inc", target_server="dst" if where == "across" else "src", **incremental_spec())
     env, target = pair.here.env("inc"), pair.db("inc")
-    probe = Probe(pair.there.sandbox.url)
+    probe = Probe((pair.there if where == "across" else pair.here).sandbox.url)
 
     def cli(*args: str, crash_after: int | None = None, record: bool = False) -> Run:
         return fork_cli(args, url=None, ledger=None, cwd=folder, crash_after=crash_after, record=record)
@@ -275,4 +279,5 @@ def test_a_crash_at_any_statement_of_a_streamed_refresh_leaves_the_old_or_the_ne
         if unfinished:
             failures.append(f"{label}: ledger rows {unfinished}")
     assert failures == [], "\n".join(failures)
-    assert pair.content(target) == pair.content(pair.fresh_copy("full", datetime.now(UTC)))
+    if where == "across":
+        assert pair.content(target) == pair.content(pair.fresh_copy("full", datetime.now(UTC)))
