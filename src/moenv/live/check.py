@@ -1,10 +1,6 @@
-"""`moenv check`: what a server lets moenv do, tried the way moenv would do it; does I/O.
-
-Each probe returns Finding(s): ok, a warning (works, slower or with a caveat) or a failure (an
-apply would fail), with the detail and what to do. Probes only read, except on target servers,
-where a throw-away database `_moenv_check_<random>` is created and dropped (moenv creates and
-drops databases there anyway) and an advisory lock is taken and released.
-"""
+"""`moenv check`: what a server lets moenv do, tried the way an apply would (Findings: ok, warning,
+failure, with what to do); does I/O: reads, plus a probe database created and dropped and a lock
+taken and released on targets."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Columns that look like personal data (or secrets) and are copied unmasked; pure.
-
-A name heuristic, on purpose: it reads no rows. A column is flagged when a word of its name
-(split at `_`, `-`, digits and camelCase), or two adjacent words written together, is one of
-PERSONAL_WORDS, or the name is one of PERSONAL_NAMES, and the copy keeps its source values:
-rows are copied (`data: full`), the column is not left out, and no mask rewrites it. The plan
-shows them; nothing is refused.
-"""
+"""Columns that look like personal data (or secrets) by their names and are copied unmasked; pure.
+A name heuristic on purpose (no rows read): the plan points them out, nothing is refused."""
 
 from __future__ import annotations
 
@@ -84,7 +78,8 @@ def words(column: str) -> list[str]:
 
 
 def looks_personal(column: str) -> bool:
-    """A word of the name, or two adjacent ones written together (`lastName`, `ip_address`), is personal."""
+    """The name is one of PERSONAL_NAMES, or a word of it (split at `_`, `-`, digits, camelCase),
+    or two adjacent words written together (`lastName`), is one of PERSONAL_WORDS."""
     name = column.lower()
     split = words(column)
     pairs = [a + b for a, b in itertools.pairwise(split)]

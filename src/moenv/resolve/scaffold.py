@@ -1,16 +1,5 @@
-"""`moenv init`: a first manifest for a source database, with a mask for every column that looks
-personal (resolve/personal.py); pure: it reads a Catalog and returns YAML text.
-
-The mask chosen for a column fits its type and keeps its indexes working:
-- a column in a unique index, in a table with a one-column primary key: `CONCAT('<column>_', <key>)`
-  (unique by construction), when the column is long enough;
-- email / phone / name-like columns: moenv.email / moenv.phone / moenv.name, when the pseudonym fits;
-- birth dates (date types): moenv.date_shift(<column>, 30);
-- otherwise NULL where the column allows it, else moenv.hash (64 characters) where it fits, else
-  moenv.keep_last(<column>, 0) (as many 'x' as the value has characters).
-Numeric and other columns that look personal but fit none of these are left for the reader, with
-a comment (the plan will point them out).
-"""
+"""`moenv init`: a first manifest for a source database with a mask for every column whose name
+looks personal, chosen to fit the column (suggest_mask says how); pure: a Catalog in, YAML text out."""
 
 from __future__ import annotations
 
@@ -68,7 +57,14 @@ def _ident(name: str) -> str:
 
 
 def suggest_mask(table: Table, column: Column) -> tuple[str | None, str]:
-    """(the mask expression — None for SQL NULL —, a comment saying why); pure."""
+    """(the mask expression — None for SQL NULL, "" when none fits —, a comment saying why).
+
+    In order: a birth date (date type) is shifted by up to 30 days; a column in a unique index of
+    a table with a one-column key gets a value from the key (an address for emails); emails,
+    phones and names get the moenv.* pseudonym where it fits (phone and name ones collide: not
+    for unique columns); then NULL where allowed, else moenv.hash where 64 characters fit, else
+    moenv.keep_last(…, 0) for text; nothing fits a numeric column.
+    """
     said = _vocabulary(column.name)
     kind = column.type.lower()
     name = _ident(column.name)
