@@ -257,7 +257,40 @@ def check(
                     findings += target_findings(conn, config.ledger_database, loads=role.streamed_to)
         except DatabaseError as exc:
             findings.append(unreachable(name, exc.message))
+    if manifests:
+        findings += _plan_findings(manifests, config)
     return roles, findings
+
+
+def _plan_findings(manifests: Sequence[LoadedManifest], config: Config) -> list[Finding]:
+    """The environments as `plan --keep-going` sees them (server "" in the findings): what would be
+    done, what is blocked or in error, which copies keep personal-looking columns unmasked."""
+    try:
+        planned = plan_manifests(manifests, config=config, options=PlanOptions(keep_going=True))
+    except MoenvError as exc:  # a missing salt, a prune guard...: nothing could be planned
+        return [Finding("", "plan", "failure", exc.message, exc.hint)]
+    found: list[Finding] = []
+    for action in planned.actions:
+        found.append(Finding("", action.environment, "ok", f"{action.op}: {'; '.join(action.reasons)}"))
+        personal = getattr(action, "desired", None)
+        if personal is not None and personal.unmasked_personal:
+            copied = ", ".join(personal.unmasked_personal)
+            found.append(
+                Finding(
+                    "",
+                    action.environment,
+                    "warning",
+                    f"personal data? copied unmasked: {copied}",
+                    "mask it, or leave it out with exclude_columns (`moenv init` suggests masks)",
+                )
+            )
+    found += [Finding("", name, "ok", "unchanged") for name in planned.unchanged]
+    for blocked in planned.blocked:
+        found.append(Finding("", blocked.environment, "warning", f"{blocked.op} blocked: {'; '.join(blocked.reasons)}"))
+    for error in planned.errors:
+        hints = [r.removeprefix("hint: ") for r in error.reasons[1:] if r.startswith("hint: ")]
+        found.append(Finding("", error.environment, "failure", error.reasons[0], hints[0] if hints else None))
+    return found
 
 
 def plan(

@@ -64,11 +64,33 @@ def test_a_capable_user_passes_every_check(
     assert "0 failure(s)" in output
     assert [name for name in world.sandbox.databases() if "_moenv_check_" in name] == []  # the probe is gone
     assert not world.exists(world.sandbox.ledger)  # checked, not created
+    env = world.env("dev")
+    assert "environments  (as `moenv plan --keep-going` sees them)" in output
+    assert f"✓ {env}  create: not created yet" in output
+    assert f"! {env}  personal data? copied unmasked: users.username, users.email, users.display_name" in output
 
     code, output = run(["--config", str(config), "check", str(path), "--json"], capsys, monkeypatch)
     report = json.loads(output)
     assert code == 0 and report["ok"] is True
     assert {f["level"] for f in report["servers"]["default"]["findings"]} == {"ok"}
+    assert [(e["environment"], e["level"]) for e in report["environments"]] == [(env, "ok"), (env, "warning")]
+
+
+def test_a_manifest_that_cannot_be_planned_fails_the_check_with_what_to_do(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    masked = world.manifest("dev", rules={"users": {"mask": {"email": "moenv.email(email)"}}})
+    world.execute(f"CREATE DATABASE {q(world.prefix + 'taken')}")
+    taken = world.manifest("taken", target=world.prefix + "taken")
+    config = config_file(tmp_path / "moenv.yaml", {"default": world.sandbox.url}, world.sandbox.ledger)
+
+    code, output = run(["--config", str(config), "check", str(masked)], capsys, monkeypatch)
+    assert code == 1
+    assert "✗ plan" in output and "need a salt" in output and "→ set MOENV_SALT" in output
+
+    code, output = run(["--config", str(config), "check", str(taken)], capsys, monkeypatch)
+    assert code == 1
+    assert f"✗ {world.env('taken')}" in output and "not managed by moenv" in output and "--adopt" in output
 
 
 def _closed_port() -> int:

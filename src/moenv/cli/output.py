@@ -299,17 +299,25 @@ def _roles_text(role: ServerRoles) -> str:
     return "; ".join(parts) or "configured"
 
 
+def _finding_lines(findings: list[Finding]) -> list[str]:
+    width = max((len(f.check) for f in findings), default=0)
+    lines: list[str] = []
+    for finding in findings:
+        lines.append(f"  {_MARK[finding.level]} {finding.check.ljust(width)}  {finding.detail}".rstrip())
+        if finding.hint and finding.level != "ok":
+            lines.append(f"    {' ' * width}  → {finding.hint}")
+    return lines
+
+
 def render_check(roles: dict[str, ServerRoles], findings: list[Finding]) -> str:
     lines: list[str] = []
     for server in sorted(roles):
         lines.append(f"server {server}  ({_roles_text(roles[server])})")
-        mine = [f for f in findings if f.server == server]
-        width = max((len(f.check) for f in mine), default=0)
-        for finding in mine:
-            lines.append(f"  {_MARK[finding.level]} {finding.check.ljust(width)}  {finding.detail}".rstrip())
-            if finding.hint and finding.level != "ok":
-                lines.append(f"    {' ' * width}  → {finding.hint}")
-        lines.append("")
+        lines += [*_finding_lines([f for f in findings if f.server == server]), ""]
+    planned = [f for f in findings if f.server == ""]
+    if planned:
+        lines.append("environments  (as `moenv plan --keep-going` sees them)")
+        lines += [*_finding_lines(planned), ""]
     counts = {level: sum(1 for f in findings if f.level == level) for level in _MARK}
     lines.append(
         f"Checked {len(roles)} server(s): {counts['ok']} ok, {counts['warning']} warning(s),"
@@ -332,5 +340,10 @@ def check_json(roles: dict[str, ServerRoles], findings: list[Finding]) -> dict[s
             }
             for name, role in sorted(roles.items())
         },
+        "environments": [
+            {"environment": f.check, "level": f.level, "detail": f.detail, "hint": f.hint}
+            for f in findings
+            if f.server == ""
+        ],
         "ok": not any(f.level == "failure" for f in findings),
     }
