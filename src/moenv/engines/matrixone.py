@@ -573,10 +573,6 @@ def swap_tables(database: str, new_tables: Sequence[str], old_tables: Sequence[s
     return "RENAME TABLE " + ", ".join(pairs)
 
 
-START_TRANSACTION = "START TRANSACTION"
-COMMIT = "COMMIT"
-ROLLBACK = "ROLLBACK"
-
 
 def create_view(view: ViewCopy, *, source_database: str, target: str, renames: Mapping[str, str]) -> str:
     """A view over the copy: every table it reads is qualified with the target (renames applied).

@@ -28,7 +28,7 @@ from moenv.executor.locks import environment_lock
 from moenv.executor.report import LockedReporter, Reporter, SilentReporter
 from moenv.executor.stream import CrossServerCopy, TableResult
 from moenv.live.catalog import read_databases, read_target_shapes
-from moenv.live.connection import Connection, connect
+from moenv.live.connection import Connection, connect, transaction
 from moenv.live.ledger import read_ledger
 from moenv.manifest.fragments import SET_SALT_SQL
 from moenv.models.config import Config
@@ -546,14 +546,9 @@ class _Run:
         )
         if copy.unique_checks:  # masked values may collide where the source's could not
             self.conn.execute("SET SESSION unique_checks = 1")
-        self.conn.execute("START TRANSACTION")
         try:
-            rows = self.conn.execute(statement, doing=f"copying {copy.source}")
-            self.conn.execute("COMMIT")
-        except MoenvError:
-            with contextlib.suppress(MoenvError):  # a dead session rolled back already: keep the real error
-                self.conn.execute("ROLLBACK")
-            raise
+            with transaction(self.conn):
+                rows = self.conn.execute(statement, doing=f"copying {copy.source}")
         finally:
             if copy.unique_checks:
                 self.conn.execute("SET SESSION unique_checks = 0")
@@ -765,61 +760,65 @@ class _Run:
     def _merge_loaded(self, cross: CrossServerCopy | None, since: Mapping[str, str]) -> None:
         """The one transaction of an incremental refresh (what it reads of the source is in staging)."""
         want = self.desired
-        target, scratch = want.target.database, self.staging
         self.conn.execute("SET SESSION unique_checks = 1")  # rows go into live tables: every check stays on
-        self.conn.execute("START TRANSACTION")
         try:
-            touched: set[str] = set()
-            newcomers: dict[str, list[str]] = {}  # target table → scratch tables of the rows copied in now
-            for index, copy in enumerate(want.tables):
-                started = time.monotonic()
-                if self._by_changes(copy, since):
-                    delta, keys = mysql.scratch_table("d", index), mysql.scratch_table("k", index)
-                    within = {"database": target, "keys_database": scratch}
-                    gone = self.conn.execute(
-                        mysql.delete_matching(copy, keys_table=delta, **within),
-                        doing=f"removing the changed rows of {copy.target}",
-                    )
-                    gone += self.conn.execute(
-                        mysql.delete_unmatched(copy, keys_table=keys, **within),
-                        doing=f"removing the rows of {copy.target} that left the source",
-                    )
-                    changed = self.conn.execute(
-                        mysql.insert_loaded(copy, from_database=scratch, from_table=delta, into_database=target),
-                        doing=f"copying the changed rows of {copy.source}",
-                    )
-                    if changed:
-                        newcomers[copy.target] = [delta]
-                    changed += self._fetch_missing(cross, copy, index, keys, newcomers)
-                    method = "incremental (streamed)" if cross is not None else "incremental"
-                else:
-                    whole = mysql.scratch_table("w", index)
-                    gone = self.conn.execute(mysql.delete_all(target, copy.target))
-                    changed = self.conn.execute(
-                        mysql.insert_loaded(copy, from_database=scratch, from_table=whole, into_database=target),
-                        doing=f"copying {copy.source}",
-                    )
-                    newcomers[copy.target] = [whole]
-                    method = "full (streamed)" if cross is not None else "full (no watermark)"
-                if gone:
-                    touched.add(copy.target)
-                self.rows += changed
-                self.tables_done += 1
-                self.stats.append(
-                    TableStat(table=copy.target, rows=changed, method=method, seconds=time.monotonic() - started)
-                )
-            filters = [(t, f) for t in want.tables for f in t.filters if f.deferred or f.parent in touched]
-            self._orphan_fixpoint(filters, target, probe=True)
-            for copy in want.tables:  # the rows that came in; the others were checked when they did
-                if copy.leak_check and copy.masked and newcomers.get(copy.target):
-                    self._check_loaded_leaks(copy, newcomers[copy.target])
-            self.conn.execute("COMMIT")
-        except MoenvError:
-            with contextlib.suppress(MoenvError):  # a dead session rolled back already: keep the real error
-                self.conn.execute("ROLLBACK")
-            raise
+            with transaction(self.conn):
+                touched: set[str] = set()
+                newcomers: dict[str, list[str]] = {}  # target table → scratch tables of the rows copied in now
+                for index, copy in enumerate(want.tables):
+                    if self._merge_table(cross, copy, index, since, newcomers):
+                        touched.add(copy.target)
+                filters = [(t, f) for t in want.tables for f in t.filters if f.deferred or f.parent in touched]
+                self._orphan_fixpoint(filters, want.target.database, probe=True)
+                for copy in want.tables:  # the rows that came in; the others were checked when they did
+                    if copy.leak_check and copy.masked and newcomers.get(copy.target):
+                        self._check_loaded_leaks(copy, newcomers[copy.target])
         finally:
             self.conn.execute("SET SESSION unique_checks = 0")
+
+    def _merge_table(
+        self,
+        cross: CrossServerCopy | None,
+        copy: TableCopy,
+        index: int,
+        since: Mapping[str, str],
+        newcomers: dict[str, list[str]],
+    ) -> bool:
+        """One table of the refresh's transaction: its staged rows in, the rows it lost out; counted.
+        Returns whether rows were removed (their children may be orphans now)."""
+        target, scratch = self.desired.target.database, self.staging
+        started = time.monotonic()
+        if self._by_changes(copy, since):
+            delta, keys = mysql.scratch_table("d", index), mysql.scratch_table("k", index)
+            gone = self.conn.execute(
+                mysql.delete_matching(copy, database=target, keys_database=scratch, keys_table=delta),
+                doing=f"removing the changed rows of {copy.target}",
+            )
+            gone += self.conn.execute(
+                mysql.delete_unmatched(copy, database=target, keys_database=scratch, keys_table=keys),
+                doing=f"removing the rows of {copy.target} that left the source",
+            )
+            changed = self.conn.execute(
+                mysql.insert_loaded(copy, from_database=scratch, from_table=delta, into_database=target),
+                doing=f"copying the changed rows of {copy.source}",
+            )
+            if changed:
+                newcomers[copy.target] = [delta]
+            changed += self._fetch_missing(cross, copy, index, keys, newcomers)
+            method = "incremental (streamed)" if cross is not None else "incremental"
+        else:
+            whole = mysql.scratch_table("w", index)
+            gone = self.conn.execute(mysql.delete_all(target, copy.target))
+            changed = self.conn.execute(
+                mysql.insert_loaded(copy, from_database=scratch, from_table=whole, into_database=target),
+                doing=f"copying {copy.source}",
+            )
+            newcomers[copy.target] = [whole]
+            method = "full (streamed)" if cross is not None else "full (no watermark)"
+        self.rows += changed
+        self.tables_done += 1
+        self.stats.append(TableStat(table=copy.target, rows=changed, method=method, seconds=time.monotonic() - started))
+        return bool(gone)
 
     def _fetch_missing(
         self, cross: CrossServerCopy | None, copy: TableCopy, index: int, keys: str, newcomers: dict[str, list[str]]

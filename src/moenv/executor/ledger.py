@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import os
@@ -13,7 +12,7 @@ from moenv.engines import ledger as sql
 from moenv.engines import matrixone
 from moenv.engines.mysql import get_lock, release_lock
 from moenv.errors import ConflictError, DatabaseError
-from moenv.live.connection import Connection
+from moenv.live.connection import Connection, transaction
 from moenv.models.ledger import LedgerRecord
 
 
@@ -105,15 +104,9 @@ def record_values(record: LedgerRecord) -> tuple[object, ...]:
 
 
 def _in_transaction(conn: Connection, statements: list[tuple[str, tuple[object, ...]]]) -> None:
-    conn.execute("START TRANSACTION")
-    try:
+    with transaction(conn):
         for statement, args in statements:
             conn.execute(statement, args)
-        conn.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(DatabaseError):  # a lost connection was rolled back by the server
-            conn.execute("ROLLBACK")
-        raise
 
 
 def write_record(conn: Connection, ledger: str, record: LedgerRecord, event: tuple[object, ...] | None = None) -> None:

@@ -32,7 +32,7 @@ from moenv.executor.apply import Clock, _Run
 from moenv.executor.ledger import actor, ensure_ledger
 from moenv.executor.report import Reporter
 from moenv.live import matrixone as live
-from moenv.live.connection import Connection
+from moenv.live.connection import Connection, transaction
 from moenv.live.ledger import read_ledger
 from moenv.models.config import Config
 from moenv.models.desired import TableCopy
@@ -383,14 +383,7 @@ class MatrixOneRun(_Run):
             )
             if count := int(self.conn.scalar(statement) or 0):
                 leaks[column] = count
-        if leaks:
-            found = ", ".join(f"{copy.target}.{c}: {n:,} rows" for c, n in leaks.items())
-            raise CloneError(
-                f"leak check failed: masked values equal to source values remain ({found})",
-                environment=self.action.environment,
-                table=copy.target,
-                hint="make the mask change every value (e.g. moenv.email(email)); nothing was made visible",
-            )
+        self._raise_leaks(copy, leaks)
         return 0
 
     # -- publishing ----------------------------------------------------------------------------
@@ -460,17 +453,11 @@ class MatrixOneRun(_Run):
 
     def _swap_in_transaction(self, target: str, old_tables: list[str]) -> None:
         """< v4.1 (and grants): old tables out, new ones cloned in, one transaction (§1.8)."""
-        self.conn.execute(sql.START_TRANSACTION)
-        try:
+        with transaction(self.conn):
             for old in old_tables:
                 self.conn.execute(sql.drop_table(target, old))
             for copy in self.desired.tables:
                 self.conn.execute(self._clone_into(target, copy.target, copy), doing=f"cloning {copy.target}")
-            self.conn.execute(sql.COMMIT)
-        except MoenvError:
-            with contextlib.suppress(MoenvError):
-                self.conn.execute(sql.ROLLBACK)
-            raise
 
     def _count_clones(self, target: str) -> None:
         """Rows of the cloned tables, from mo_table_rows of the target (one query)."""

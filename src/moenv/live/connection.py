@@ -13,12 +13,12 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pymysql
 import pymysql.cursors
 
-from moenv.errors import DatabaseError
+from moenv.errors import DatabaseError, MoenvError
 from moenv.models.config import Server
 
 # Server error codes moenv treats as transient (retry) or explains.
@@ -203,6 +203,24 @@ class Connection:
 def _summary(sql: str) -> str:
     first = " ".join(sql.split())
     return first if len(first) <= 120 else first[:117] + "..."
+
+
+class Executes(Protocol):
+    def execute(self, sql: str, args: Sequence[Any] | None = None, *, doing: str | None = None) -> int: ...
+
+
+@contextmanager
+def transaction(conn: Executes) -> Iterator[None]:
+    """START TRANSACTION … COMMIT around the block; on any exception a ROLLBACK (whose own failure,
+    say on a dead session the server already rolled back, never hides the real error)."""
+    conn.execute("START TRANSACTION")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(MoenvError):
+            conn.execute("ROLLBACK")
+        raise
 
 
 def connect(
