@@ -65,7 +65,12 @@ class State:
 
 
 def manifest_options(func: F) -> F:
-    func = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))(func)
+    """PATHS (at least one) and the template variables."""
+    return variable_options(click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))(func))
+
+
+def variable_options(func: F) -> F:
+    """--var NAME=VALUE and --var-file FILE: the template variables of the manifests loaded."""
     func = click.option(
         "--var", "var_pairs", multiple=True, metavar="NAME=VALUE", help="Template variable (vars.NAME)."
     )(func)
@@ -384,14 +389,7 @@ def init(
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--var", "var_pairs", multiple=True, metavar="NAME=VALUE", help="Template variable (vars.NAME).")
-@click.option(
-    "--var-file",
-    "var_files",
-    multiple=True,
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="YAML file of template variables.",
-)
+@variable_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def check(
@@ -401,7 +399,8 @@ def check(
 
     Connects to every server they use (every configured one without PATHS), reads each source
     database, creates and drops a probe database and takes a lock on each target server, reads
-    the ledger, and reports what would fail or be slow, with what to do. Exit 1 on a failure.
+    the ledger, plans the manifests as `plan --keep-going` would, and reports what would fail or
+    be slow, with what to do. Exit 1 on a failure.
     """
     roles, findings = api.check(state.config, paths, variables=load_variables(var_pairs, var_files))
     click.echo(json.dumps(check_json(roles, findings), indent=2) if as_json else render_check(roles, findings))
