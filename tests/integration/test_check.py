@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 from tests.integration.helpers import World, q
-from tests.support.mariadb import Sandbox
+from tests.support.mariadb import Sandbox, free_port
 
 from moenv import api
 from moenv.cli.main import main as cli_main
@@ -93,18 +92,11 @@ def test_a_manifest_that_cannot_be_planned_fails_the_check_with_what_to_do(
     assert f"✗ {world.env('taken')}" in output and "not managed by moenv" in output and "--adopt" in output
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.mariadb_only("a server on a closed local port")
 def test_a_server_that_does_not_answer_is_a_failure_and_the_others_are_still_checked(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    down = f"mysql://root@127.0.0.1:{_closed_port()}/"
+    down = f"mysql://root@127.0.0.1:{free_port()}/"
     config = config_file(tmp_path / "moenv.yaml", {"default": world.sandbox.url, "down": down}, world.sandbox.ledger)
 
     code, output = run(["--config", str(config), "check"], capsys, monkeypatch)  # no manifests: every server

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from tests.integration.helpers import World, output, q, run_cli
-from tests.support.mariadb import Sandbox
+from tests.support.mariadb import Sandbox, free_port
 
 from moenv import api
 
@@ -229,13 +228,6 @@ def password_url(world: World) -> Iterator[tuple[str, str]]:
             world.execute("DROP USER IF EXISTS %s@%s", (user, host))
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.mark.mariadb_only("creates a MariaDB user@host with GRANT ALL ON *.*")
 def test_a_password_in_moenv_url_never_appears_in_output(world: World, password_url: tuple[str, str]) -> None:
     url, password = password_url
@@ -254,7 +246,7 @@ def test_a_password_in_moenv_url_never_appears_in_output(world: World, password_
     for result in runs:
         assert result.returncode == 0, output(result)
     assert not world.exists(world.target)  # the runs did work, as the password's user
-    unreachable = url.replace(f":{urlsplit(url).port}", f":{_closed_port()}")
+    unreachable = url.replace(f":{urlsplit(url).port}", f":{free_port()}")
     failures = [
         world.cli("--debug", "plan", path.name, url=unreachable),
         world.cli("status", url=unreachable),

@@ -7,7 +7,6 @@ environment names carry the sandbox token, so locks and staging databases never 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from tests.integration.helpers import World, q
-from tests.support.mariadb import Sandbox, open_sandbox
+from tests.support.mariadb import Sandbox, free_port, open_sandbox
 
 from moenv import api
 from moenv.cli.main import main as cli_main
@@ -193,6 +192,14 @@ def _write_config(fleet: Fleet, path: Path, quotas: dict[str, Any] | None = None
     return path
 
 
+@pytest.fixture
+def cli_config(fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A moenv.yaml for the fleet's server and ledger, and no MOENV_* variable to override it."""
+    for name in ("MOENV_URL", "MOENV_LEDGER", "MOENV_SALT"):
+        monkeypatch.delenv(name, raising=False)
+    return str(_write_config(fleet, tmp_path / "moenv.yaml"))
+
+
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exited:
         cli_main(args)
@@ -200,14 +207,10 @@ def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return int(exited.value.code or 0), out, err
 
 
-def test_selectors_on_the_command_line(
-    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("MOENV_URL", "MOENV_LEDGER", "MOENV_SALT"):
-        monkeypatch.delenv(name, raising=False)
+def test_selectors_on_the_command_line(fleet: Fleet, cli_config: str, capsys: pytest.CaptureFixture[str]) -> None:
     three_teams(fleet)
     a1, a2, b1 = fleet.name("a1"), fleet.name("a2"), fleet.name("b1")
-    config = str(_write_config(fleet, tmp_path / "moenv.yaml"))
+    config = cli_config
     manifests = str(fleet.directory)
 
     code, out, _ = _cli(["--config", config, "plan", manifests, "-l", "team=a", "--json"], capsys)
@@ -564,13 +567,11 @@ def test_jobs_keep_a_failing_environment_from_stopping_the_others(fleet: Fleet) 
 
 
 def test_jobs_on_the_command_line_tag_every_step_line(
-    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    fleet: Fleet, cli_config: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("MOENV_URL", "MOENV_LEDGER", "MOENV_SALT"):
-        monkeypatch.delenv(name, raising=False)
     for short in ("t1", "t2"):
         fleet.manifest(short)
-    config = str(_write_config(fleet, tmp_path / "moenv.yaml"))
+    config = cli_config
 
     code, _, err = _cli(["--config", config, "apply", str(fleet.directory), "--yes", "-j", "2"], capsys)
 
@@ -649,14 +650,12 @@ def test_keep_going_holds_back_growth_over_a_quota_but_not_deletes(fleet: Fleet)
 
 
 def test_keep_going_on_the_command_line_applies_the_rest_and_exits_1(
-    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    fleet: Fleet, cli_config: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("MOENV_URL", "MOENV_LEDGER", "MOENV_SALT"):
-        monkeypatch.delenv(name, raising=False)
     for short in ("c1", "busy"):
         fleet.manifest(short)
     fleet.world.execute(f"CREATE DATABASE {q(fleet.target('busy'))}")
-    config = str(_write_config(fleet, tmp_path / "moenv.yaml"))
+    config = cli_config
     manifests = str(fleet.directory)
 
     code, out, err = _cli(["--config", config, "plan", manifests, "--keep-going", "--detailed-exitcode"], capsys)
@@ -676,17 +675,10 @@ def test_keep_going_on_the_command_line_applies_the_rest_and_exits_1(
     assert code == 1 and "not managed by moenv" in err  # without -k: the whole run stops, as before
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port  # closed again: nothing listens there
-
-
 def test_keep_going_plans_the_servers_that_answer_and_reports_the_environments_of_one_that_does_not(
     fleet: Fleet,
 ) -> None:
-    down = Server.from_url("down", f"mysql://root@127.0.0.1:{_closed_port()}/")
+    down = Server.from_url("down", f"mysql://root@127.0.0.1:{free_port()}/")
     config = Config(
         servers={**fleet.config.servers, "down": down},
         ledger_database=fleet.config.ledger_database,
@@ -721,6 +713,7 @@ def test_keep_going_plans_the_servers_that_answer_and_reports_the_environments_o
     fleet.manifest("more", {"team": "a"})
     held = fleet.plan(counted, keep_going=True)
     assert ops(held) == set()
-    assert "environments on down cannot be counted" in {e.environment: e for e in held.errors}[
-        fleet.name("more")
-    ].reasons[0]
+    assert (
+        "environments on down cannot be counted"
+        in {e.environment: e for e in held.errors}[fleet.name("more")].reasons[0]
+    )

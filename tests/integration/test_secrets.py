@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from tests.reliability_support import Bench, Run, ledger_rows, no_traceback, q
-from tests.support.mariadb import Sandbox
+from tests.support.mariadb import Sandbox, free_port
 
 from moenv.manifest.config import load_config
 
@@ -27,12 +26,6 @@ def bench(sandbox: Sandbox, tmp_path: Path) -> Iterator[Bench]:
     with Bench.open(sandbox, tmp_path) as opened:
         opened.build_source()
         yield opened
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Secrets:

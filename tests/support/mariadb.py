@@ -45,6 +45,7 @@ __all__ = [
     "Sandbox",
     "connect",
     "find_binary",
+    "free_port",
     "open_sandbox",
     "start_private_mariadb",
 ]
@@ -111,7 +112,9 @@ def connect(url: str, database: str | None = None) -> pymysql.connections.Connec
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A local TCP port nothing listens on now (bound, read, released): for a new server, or as
+    the address of a server that does not answer."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -208,7 +211,7 @@ class PrivateMariaDB:
             _init_datadir(base_dir / "data", base_dir / "install.log")
         last_error: MariaDBStartError | None = None
         for _ in range(_PORT_ATTEMPTS):
-            server = cls(base_dir, _free_port())
+            server = cls(base_dir, free_port())
             try:
                 server._launch()
             except _PortTakenError as error:  # another process took the port between probe and bind
