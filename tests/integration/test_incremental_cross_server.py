@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from tests.integration.helpers import World, q
 from tests.integration.test_lifecycle import (
+    EDGE_CASES,
     NEW,
     SOURCE_CHANGES,
     T0,
@@ -179,18 +180,7 @@ def test_a_refresh_across_servers_streams_the_changes_and_equals_a_fresh_copy(pa
 @pytest.mark.parametrize(
     "changes",
     [
-        pytest.param(
-            ["UPDATE {s}.orders SET customer_id = 10, updated_at = '{new}' WHERE id = 1"],
-            id="a-child-moved-to-a-parent-that-is-not-copied",
-        ),
-        pytest.param(
-            ["UPDATE {s}.customers SET tier = 'gold', updated_at = '{new}' WHERE id = 10"],
-            id="a-parent-that-matches-where-again-brings-its-unchanged-children",
-        ),
-        pytest.param(
-            ["INSERT INTO {s}.customers VALUES (1002, 'Late', 'late@shop.test', 'gold', '2024-06-01 00:03:20')"],
-            id="a-row-committed-with-the-last-copied-watermark",
-        ),
+        *EDGE_CASES,
         pytest.param(
             ["DELETE FROM {s}.items WHERE order_id < 100", "DELETE FROM {s}.orders WHERE id < 100"],
             id="many-rows-deleted-without-a-watermark-to-show-it",

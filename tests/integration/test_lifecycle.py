@@ -561,24 +561,25 @@ def test_incremental_refresh_leaves_the_target_equal_to_a_fresh_full_copy(lab: L
     }
 
 
+# Source changes an incremental refresh must follow (also run across servers: test_incremental_cross_server.py).
+EDGE_CASES = [
+    pytest.param(
+        ["UPDATE {s}.orders SET customer_id = 10, updated_at = '{new}' WHERE id = 1"],
+        id="a-child-moved-to-a-parent-that-is-not-copied",
+    ),
+    pytest.param(
+        ["UPDATE {s}.customers SET tier = 'gold', updated_at = '{new}' WHERE id = 10"],
+        id="a-parent-that-matches-where-again-brings-its-unchanged-children",
+    ),
+    pytest.param(
+        ["INSERT INTO {s}.customers VALUES (1002, 'Late', 'late@shop.test', 'gold', '2024-06-01 00:03:20')"],
+        id="a-row-committed-with-the-last-copied-watermark",
+    ),
+]
+
+
 @pytest.mark.mariadb_only("an incremental refresh upserts in place on MySQL/MariaDB; MatrixOne re-clones instead")
-@pytest.mark.parametrize(
-    "changes",
-    [
-        pytest.param(
-            ["UPDATE {s}.orders SET customer_id = 10, updated_at = '{new}' WHERE id = 1"],
-            id="a-child-moved-to-a-parent-that-is-not-copied",
-        ),
-        pytest.param(
-            ["UPDATE {s}.customers SET tier = 'gold', updated_at = '{new}' WHERE id = 10"],
-            id="a-parent-that-matches-where-again-brings-its-unchanged-children",
-        ),
-        pytest.param(
-            ["INSERT INTO {s}.customers VALUES (1002, 'Late', 'late@shop.test', 'gold', '2024-06-01 00:03:20')"],
-            id="a-row-committed-with-the-last-copied-watermark",
-        ),
-    ],
-)
+@pytest.mark.parametrize("changes", EDGE_CASES)
 def test_incremental_refresh_equals_a_fresh_copy_in_edge_cases(lab: Lab, changes: list[str]) -> None:
     """Changes the brief does not list, same promise: the refresh equals a fresh full copy."""
     incremental_refresh(lab, "inc", changes)
