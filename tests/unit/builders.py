@@ -11,7 +11,8 @@ from moenv.models.catalog import Catalog, Column, ForeignKey, Index, Table, Targ
 from moenv.models.desired import Desired
 from moenv.models.ledger import LedgerRecord, LedgerState
 from moenv.models.manifest import EnvironmentSpec
-from moenv.models.plan import Live, ServerLive
+from moenv.models.plan import Create, Live, ServerLive
+from moenv.planner.build import build_steps
 from moenv.resolve import resolve_environment
 
 NOW = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
@@ -223,3 +224,15 @@ def live_with(
     state = LedgerState(server=server, records=dict(ledger or {}), revision=revision, version=1)
     one = ServerLive(server=server, ledger=state, databases=frozenset(databases) | frozenset(shapes), targets=shapes)
     return Live(servers={server: one}, ledger_database=ledger_database)
+
+
+def create_action(want: Desired) -> Create:
+    """The action a plan makes for `want` when it does not exist yet, with its steps."""
+    return Create(
+        environment=want.environment,
+        target_server=want.target.server,
+        target_database=want.target.database,
+        desired=want,
+        reasons=("not created yet",),
+        steps=build_steps(want, rebuild=False),
+    )

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import pytest
-from tests.unit.builders import catalog, demo_catalog, record, spec, table, view
+from tests.unit.builders import catalog, create_action, demo_catalog, record, spec, table, view
 
 from moenv.engines import ledger as ledger_sql
 from moenv.engines import matrixone as mo
@@ -22,7 +22,6 @@ from moenv.live.connection import EngineInfo
 from moenv.models.catalog import Catalog
 from moenv.models.desired import Desired, ParentFilter, TableCopy, ViewCopy
 from moenv.models.ledger import staging_database
-from moenv.models.plan import Create
 from moenv.planner.build import build_steps, refresh_steps
 from moenv.planner.render import render_action
 from moenv.resolve import resolve_environment
@@ -623,14 +622,7 @@ def test_views_skipped_or_left_out_prevent_a_database_clone() -> None:
 
 def test_the_plan_shows_each_table_s_method_and_why() -> None:
     want = mo_desired(rules={"users": {"where": "id > 10"}})
-    action = Create(
-        environment="dev",
-        target_server="default",
-        target_database="dev_db",
-        desired=want,
-        reasons=("not created yet",),
-        steps=build_steps(want, rebuild=False),
-    )
+    action = create_action(want)
     text = "\n".join(render_action(action))
     assert re.search(r"products\s+\S+\s+clone_table", text)
     assert re.search(r"users\s+\S+\s+insert_select", text)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tests.unit.builders import catalog, desired, table
+from tests.unit.builders import catalog, create_action, desired, table
 
-from moenv.models.plan import Create
-from moenv.planner.build import build_steps
 from moenv.planner.render import render_action
 from moenv.resolve.personal import looks_personal, words
 
@@ -36,14 +34,7 @@ def test_only_columns_that_keep_their_source_values_are_listed_and_the_plan_show
     assert want.unmasked_personal == ("users.first_name",)  # email masked, phone left out
     assert desired(source=src, data="schema").unmasked_personal == ()  # no rows, nothing leaks
 
-    action = Create(
-        environment="dev",
-        target_server="default",
-        target_database="dev_db",
-        desired=want,
-        reasons=("not created yet",),
-        steps=build_steps(want, rebuild=False),
-    )
+    action = create_action(want)
     assert (
         "    ! personal data? copied unmasked: users.first_name (mask it, or leave it out with exclude_columns)"
         in render_action(action)

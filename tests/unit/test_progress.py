@@ -7,31 +7,17 @@ import re
 
 import pytest
 from rich.console import Console
-from tests.unit.builders import desired
+from tests.unit.builders import create_action, desired
 
 from moenv.cli.output import LiveReporter, TerminalReporter, progress_reporter
-from moenv.models.plan import Create
-from moenv.planner.build import build_steps
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def create_action() -> Create:
-    want = desired()
-    return Create(
-        environment="dev",
-        target_server="default",
-        target_database="dev_db",
-        desired=want,
-        reasons=("not created yet",),
-        steps=build_steps(want, rebuild=False),
-    )
 
 
 def test_the_live_display_shows_the_running_step_and_rows_then_leaves_the_plain_lines() -> None:
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=120, color_system=None)
-    action = create_action()
+    action = create_action(desired())
     copy = next(s for s in action.steps if s.kind == "copy_rows" and s.table == "orders")
     swap = next(s for s in action.steps if s.kind == "swap")
     total = sum(t.estimated_rows or 0 for t in action.desired.tables)
@@ -63,7 +49,7 @@ def test_the_live_display_shows_the_running_step_and_rows_then_leaves_the_plain_
 
 def test_a_failed_environment_says_so_and_leaves_the_display(capsys: pytest.CaptureFixture[str]) -> None:
     screen = io.StringIO()
-    action = create_action()
+    action = create_action(desired())
     with LiveReporter(Console(file=screen, force_terminal=True, width=100)) as reporter:
         reporter.action_started(action)
         reporter.action_finished(action, error="boom", seconds=0.3)
@@ -80,7 +66,7 @@ def test_without_a_terminal_the_reporter_prints_plain_lines(monkeypatch: pytest.
 
 
 def test_a_streams_running_count_moves_the_bar_and_never_counts_a_finished_table_twice() -> None:
-    action = create_action()
+    action = create_action(desired())
     copy = next(s for s in action.steps if s.kind == "copy_rows" and s.table == "orders")
     with LiveReporter(Console(file=io.StringIO(), force_terminal=True, width=100)) as reporter:
         reporter.action_started(action)
