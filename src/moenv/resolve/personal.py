@@ -77,13 +77,16 @@ def words(column: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(column)]
 
 
-def looks_personal(column: str) -> bool:
-    """The name is one of PERSONAL_NAMES, or a word of it (split at `_`, `-`, digits, camelCase),
-    or two adjacent words written together (`lastName`), is one of PERSONAL_WORDS."""
-    name = column.lower()
+def vocabulary(column: str) -> set[str]:
+    """The words of a name (split at `_`, `-`, digits, camelCase) and each two adjacent ones
+    written together: `lastLoginIP` → {last, login, ip, lastlogin, loginip}."""
     split = words(column)
-    pairs = [a + b for a, b in itertools.pairwise(split)]
-    return name in PERSONAL_NAMES or any(word in PERSONAL_WORDS for word in (*split, *pairs))
+    return {*split, *(a + b for a, b in itertools.pairwise(split))}
+
+
+def looks_personal(column: str) -> bool:
+    """The name is one of PERSONAL_NAMES, or its vocabulary meets PERSONAL_WORDS (`lastName`)."""
+    return column.lower() in PERSONAL_NAMES or not PERSONAL_WORDS.isdisjoint(vocabulary(column))
 
 
 def unmasked_personal(desired: Desired) -> tuple[str, ...]:

@@ -3,7 +3,6 @@ looks personal, chosen to fit the column (suggest_mask says how); pure: a Catalo
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from datetime import date
@@ -11,7 +10,7 @@ from datetime import date
 from moenv.engines.base import quote_ident
 from moenv.models.catalog import Catalog, Column, Table
 from moenv.models.manifest import check_name
-from moenv.resolve.personal import looks_personal, words
+from moenv.resolve.personal import looks_personal, vocabulary
 
 _LENGTH = re.compile(r"^(?:var)?char\((\d+)\)")
 _TEXT = re.compile(r"^(?:tiny|medium|long)?text\b")
@@ -46,11 +45,6 @@ def _fits(column: Column, characters: int) -> bool:
     return length is None or length >= characters
 
 
-def _vocabulary(column: str) -> set[str]:
-    split = words(column)
-    return {*split, *(a + b for a, b in itertools.pairwise(split)), column.lower().replace("_", "")}
-
-
 def _ident(name: str) -> str:
     """A column in a fragment: plain when it is a simple name, backquoted otherwise."""
     return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else quote_ident(name)
@@ -65,7 +59,7 @@ def suggest_mask(table: Table, column: Column) -> tuple[str | None, str]:
     for unique columns); then NULL where allowed, else moenv.hash where 64 characters fit, else
     moenv.keep_last(…, 0) for text; nothing fits a numeric column.
     """
-    said = _vocabulary(column.name)
+    said = vocabulary(column.name) | {column.name.lower().replace("_", "")}
     kind = column.type.lower()
     name = _ident(column.name)
     label = column.name.replace("'", "''")
@@ -77,9 +71,9 @@ def suggest_mask(table: Table, column: Column) -> tuple[str | None, str]:
         return f"CONCAT('user', {key[0]}, '@example.invalid')", f"{kind}, unique: one address per row, from the key"
     if unique and len(key) == 1 and _fits(column, len(column.name) + 12):
         return f"CONCAT('{label}_', {key[0]})", f"{kind}, unique: one value per row, from the key"
-    for vocabulary, helper in ((_EMAIL, "email"), (_PHONE, "phone"), (_NAME, "name")):
+    for kind_words, helper in ((_EMAIL, "email"), (_PHONE, "phone"), (_NAME, "name")):
         # phone and name pseudonyms collide (10^7 and 2^32 values): not for a unique column
-        if said & vocabulary and _fits(column, _PSEUDONYM_LENGTH[helper]) and (not unique or helper == "email"):
+        if said & kind_words and _fits(column, _PSEUDONYM_LENGTH[helper]) and (not unique or helper == "email"):
             why = "64-bit salted pseudonym" if unique else "salted pseudonym, the same for the same value"
             return f"moenv.{helper}({name})", f"{kind}{', unique' if unique else ''}: {why}"
     if column.nullable:
