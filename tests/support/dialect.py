@@ -25,14 +25,16 @@ pins each rewrite as exact text.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from moenv.engines import matrixone as mo
+from moenv.live.connection import EngineInfo
 
 __all__ = [
     "ENGINES",
@@ -103,8 +105,8 @@ def matrixone_url() -> str:
 
 
 def engine_of(version: str) -> str:
-    """`matrixone` when `SELECT version()` says so, else `mariadb` (MariaDB and MySQL alike)."""
-    return "matrixone" if "matrixone" in version.lower() else "mariadb"
+    """`matrixone` when `SELECT version()` says so, else `mariadb` (MariaDB and MySQL alike): moenv's own reading."""
+    return "matrixone" if EngineInfo.from_version(version).kind == "matrixone" else "mariadb"
 
 
 def for_engine(statement: str, engine: str) -> str:
@@ -134,49 +136,35 @@ def _series(match: re.Match[str]) -> str:
     return f"(SELECT result AS seq FROM generate_series(1, {match[1]}) g) {alias}"
 
 
-def _closing(text: str, opening: int) -> int:
-    """Index of the parenthesis closing the one at `opening` (quotes and nesting respected)."""
+def _outside_quotes(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(index, character, parenthesis depth after it) of every character of `text` from `start`
+    that is not inside a quoted string or name (the quotes themselves are skipped too)."""
     depth = 0
     quote = ""
-    i = opening
-    while i < len(text):
+    for i in range(start, len(text)):
         char = text[i]
         if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"`":
+            quote = "" if char == quote else quote
+            continue
+        if char in "'\"`":
             quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        yield i, char, depth
+
+
+def _closing(text: str, opening: int) -> int:
+    """Index of the parenthesis closing the one at `opening` (quotes and nesting respected)."""
+    for i, char, depth in _outside_quotes(text, opening):
+        if char == ")" and depth == 0:
+            return i
     raise ValueError(f"unbalanced parentheses in {text!r}")
 
 
 def _arguments(inner: str) -> list[str]:
     """The top-level, comma-separated arguments of a call's inside."""
-    parts: list[str] = []
-    depth = 0
-    quote = ""
-    start = 0
-    for i, char in enumerate(inner):
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"`":
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            parts.append(inner[start:i].strip())
-            start = i + 1
-    parts.append(inner[start:].strip())
-    return parts
+    cuts = [i for i, char, depth in _outside_quotes(inner) if char == "," and depth == 0]
+    return [inner[a + 1 : b].strip() for a, b in itertools.pairwise([-1, *cuts, len(inner)])]
 
 
 def _rewrite_calls(text: str, name: str, build: Callable[[list[str]], str]) -> str:
