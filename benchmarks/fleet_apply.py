@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__file__).resolve().parents[1])]
 
-import pymysql  # noqa: E402
 import yaml  # noqa: E402
+from tests.support.mariadb import PrivateMariaDB, connect  # noqa: E402
 
 from moenv import api  # noqa: E402
 from moenv.models.config import Config, Server  # noqa: E402
@@ -31,15 +31,8 @@ PREFIX = "jobsbench_"
 SOURCE = PREFIX + "src"
 
 
-def _connect(url: str) -> pymysql.connections.Connection:  # type: ignore[type-arg]
-    server = Server.from_url("bench", url)
-    return pymysql.connect(
-        host=server.host, port=server.port, user=server.user, password=server.password, autocommit=True
-    )
-
-
 def build_source(url: str, rows: int) -> None:
-    conn = _connect(url)
+    conn = connect(url)
     d = f"`{SOURCE}`"
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {d}")
@@ -109,8 +102,6 @@ def main() -> None:
     private = None
     url = args.url
     if url is None:
-        from tests.support.mariadb import PrivateMariaDB
-
         private = PrivateMariaDB.start(Path(tempfile.mkdtemp(prefix="moenv-jobs-")))
         url = private.url
     ledger = PREFIX + "ledger"
@@ -135,7 +126,7 @@ def main() -> None:
     finally:
         envs = [f"jobs-{i:02d}" for i in range(args.environments)]
         scratch = {staging_database(e) for e in envs} | {holding_database(e) for e in envs}
-        conn = _connect(url)
+        conn = connect(url)
         with conn.cursor() as cur:
             cur.execute("SHOW DATABASES")
             for (name,) in cur.fetchall():
